@@ -1,0 +1,76 @@
+"""Write the in-memory model as an F32 or F16 GGUF with gguf-py: hyper-parameters, full tokenizer, chat
+template, general.* metadata, and llama.cpp's Q/K permutation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgechat.gguf_layout import hf_to_gguf_names, permute_qk, qk_heads
+from edgechat.model import Model
+
+
+def add_vocab(w, vocab) -> None:
+    w.add_tokenizer_model(vocab.model)
+    if vocab.pre:
+        w.add_tokenizer_pre(vocab.pre)
+    w.add_token_list(vocab.tokens)
+    w.add_token_types(vocab.types)
+    if vocab.scores is not None:
+        w.add_token_scores(vocab.scores)
+    if vocab.merges:
+        w.add_token_merges(vocab.merges)
+    for setter, value in ((w.add_bos_token_id, vocab.bos_id), (w.add_eos_token_id, vocab.eos_id),
+                          (w.add_eot_token_id, vocab.eot_id), (w.add_unk_token_id, vocab.unk_id),
+                          (w.add_pad_token_id, vocab.pad_id)):
+        if value is not None:
+            setter(int(value))
+    w.add_add_bos_token(bool(vocab.add_bos))
+    if vocab.add_space_prefix is not None:
+        w.add_add_space_prefix(bool(vocab.add_space_prefix))
+
+
+def write_gguf(model: Model, path: Path, ftype: str = "f32", on_tensor=None) -> Path:
+    """ftype "f32" or "f16" (1-D tensors stay F32, as llama.cpp's converter keeps them)."""
+    import gguf
+
+    cfg = model.config
+    w = gguf.GGUFWriter(str(path), arch=cfg.arch)
+    w.add_type("model")
+    w.add_name(model.name)
+    w.add_description(f"written by edgechat from {model.source.get('kind', '?')} source")
+    w.add_context_length(cfg.max_seq_len)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_heads)
+    w.add_head_count_kv(cfg.num_kv_heads)
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    w.add_rope_dimension_count(cfg.head_dim)
+    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if ftype == "f16" else gguf.LlamaFileType.ALL_F32)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    add_vocab(w, model.tokenizer.to_gguf(cfg.vocab_size))
+    if model.chat_template:
+        w.add_chat_template(model.chat_template)
+
+    state = model.state_dict()
+    names = hf_to_gguf_names(cfg, state)
+    for hf_name, tensor in state.items():
+        arr = tensor.detach().float().numpy()
+        heads = qk_heads(hf_name, cfg)
+        if heads:
+            arr = permute_qk(arr, heads)
+        if ftype == "f16" and arr.ndim > 1:
+            arr = arr.astype(np.float16)
+        w.add_tensor(names[hf_name], np.ascontiguousarray(arr))
+        if on_tensor:
+            on_tensor(hf_name)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
