@@ -148,7 +148,7 @@ def detect_pre(pre: dict | None) -> str:
         return "llama-bpe"
     if "[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}|" in text or r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|" in text:
         return "qwen2"
-    return "gpt2"
+    return "gpt-2"  # llama.cpp's name for the plain GPT-2 byte-level regex
 
 
 class SPTokenizer(Tokenizer):
