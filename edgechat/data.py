@@ -23,8 +23,13 @@ def as_messages(turns: list[str]) -> list[dict]:
     return [{"role": ROLES[i % 2], "content": t.strip()} for i, t in enumerate(turns) if t.strip()]
 
 
+HELD_OUT_START = 7100  # conversations from here on are never used for calibration or distillation
+DEFAULT_EVAL_NAME = "chitchat-heldout-20"
+
+
 def chitchat_dialogues(start: int = 0, count: int = 20) -> list[list[dict]]:
-    """Real human conversations; each turn is one speaker's consecutive messages joined."""
+    """The first `count` conversations with at least one exchange, from index `start` on (in sorted-id order).
+    Each turn is one speaker's consecutive messages joined."""
     import importlib.util
 
     spec = importlib.util.find_spec("chitchat_dataset")
@@ -33,17 +38,19 @@ def chitchat_dialogues(start: int = 0, count: int = 20) -> list[list[dict]]:
     data = json.loads((Path(spec.submodule_search_locations[0]) / "dataset.json").read_text())
     convos = [data[k]["messages"] for k in sorted(data)]  # sorted ids: a stable, reproducible order
     out = []
-    for convo in convos[start:start + count]:
+    for convo in convos[start:]:
         msgs = as_messages([" ".join(m["text"] for m in turn) for turn in convo])
         if len(msgs) >= 2:
             out.append(msgs)
+        if len(out) == count:
+            break
     return out
 
 
 def read_eval_data(path: str | Path | None, max_dialogues: int = 30) -> EvalData:
-    """None: the last 20 chit-chat conversations (held out from the distillation data, which starts at 0)."""
+    """None: 20 held-out chit-chat conversations (calibration and distillation data start at 0)."""
     if path is None:
-        return EvalData("dialogues", "chitchat[-20:]", dialogues=chitchat_dialogues(start=7148, count=20))
+        return EvalData("dialogues", DEFAULT_EVAL_NAME, dialogues=chitchat_dialogues(HELD_OUT_START, 20))
     path = Path(path)
     if not path.exists():
         raise EdgechatError(f"no such data file: {path}")

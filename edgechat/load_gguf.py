@@ -18,10 +18,13 @@ from edgechat.transformer import Transformer
 def open_gguf(path: Path):
     import gguf
 
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise EdgechatError(f"{path} is not a GGUF file (it does not start with the GGUF magic)")
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # gguf-py raises assorted errors on bad bytes
-        raise EdgechatError(f"{path} is not a readable GGUF file (truncated or corrupt?): {e}") from None
+    except Exception as e:  # gguf-py raises assorted errors on short or bad bytes
+        raise EdgechatError(f"{path} is truncated or corrupt: gguf-py cannot read it ({e})") from None
     size = os.path.getsize(path)
     for t in reader.tensors:
         if t.data_offset + t.n_bytes > size:

@@ -10,10 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 class Steps:
     def __init__(self, enabled: bool = True):
         self.console = Console(stderr=True)
-        self.enabled = enabled
+        self.enabled = enabled and self.console.is_terminal  # no bars in logs and pipes
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                                 disable=not enabled, transient=False)
+                                 disable=not self.enabled, transient=False)
         self._task = None
         self.timings: dict[str, float] = {}
         self._t = None
