@@ -1,7 +1,6 @@
 """Load a GGUF file (llama or qwen2 architecture) into the in-memory model, dequantized to fp32 by gguf-py."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import torch
 
 from edgechat.config import ModelConfig
 from edgechat.errors import EdgechatError
+from edgechat.gguf_header import scan_gguf
 from edgechat.gguf_layout import GGUF_ARCHS, hf_to_gguf_names, qk_heads, unpermute_qk
 from edgechat.model import Model, build_module, sha256_of
 from edgechat.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer
@@ -18,18 +18,11 @@ from edgechat.transformer import Transformer
 def open_gguf(path: Path):
     import gguf
 
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise EdgechatError(f"{path} is not a GGUF file (it does not start with the GGUF magic)")
+    scan_gguf(path)  # magic, header and tensor extents, with clear errors
     try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # gguf-py raises assorted errors on short or bad bytes
+        return gguf.GGUFReader(str(path))
+    except Exception as e:  # gguf-py raises assorted errors on bad bytes
         raise EdgechatError(f"{path} is truncated or corrupt: gguf-py cannot read it ({e})") from None
-    size = os.path.getsize(path)
-    for t in reader.tensors:
-        if t.data_offset + t.n_bytes > size:
-            raise EdgechatError(f"{path} is truncated: tensor {t.name} ends past the end of the file")
-    return reader
 
 
 def field_value(reader, key, default=None):

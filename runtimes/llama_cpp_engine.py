@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgechat.errors import EdgechatError
+from edgechat.gguf_header import scan_gguf
 from runtimes.base import Engine
 
 KV_TYPES = {"f32": 0, "f16": 1}  # GGML_TYPE_F32, GGML_TYPE_F16
@@ -23,14 +24,9 @@ class LlamaCppEngine(Engine):
         path = Path(path)
         if not path.exists():
             raise EdgechatError(f"no such file: {path}")
-        from edgechat.load_gguf import open_gguf
-        from edgechat.load_gguf import field_value
-
-        reader = open_gguf(path)  # a clear error for a truncated or foreign file, before llama.cpp aborts on it
-        arch = field_value(reader, "general.architecture")
-        n_train = field_value(reader, f"{arch}.context_length") or 0
+        meta = scan_gguf(path)  # a clear error for a truncated or foreign file, before llama.cpp sees it
+        n_train = meta.get(f"{meta.get('general.architecture')}.context_length") or 0
         n_ctx = min(n_ctx, n_train) if n_ctx and n_train else (n_ctx or n_train)
-        del reader
         threads = threads or os.cpu_count() or 1
         try:
             self.llm = llama_cpp.Llama(
