@@ -88,3 +88,24 @@ def test_imatrix_changes_q4_quantization(stories_model, stories_f32_gguf, tmp_pa
     plain = quantize_gguf(stories_f32_gguf, tmp_path / "plain.gguf", "q4_0")
     weighted = quantize_gguf(stories_f32_gguf, tmp_path / "imat.gguf", "q4_0", imatrix=imatrix)
     assert plain.read_bytes() != weighted.read_bytes()
+
+
+def test_load_quantized_gguf_dequantizes_each_type(smollm_model, smollm_out):
+    """Q8_0, Q4_K, Q6_K, Q5_0 (llama.cpp's fallback for 576-wide rows) and F32 read back close to the source."""
+    ref = smollm_model.state_dict()
+    for quant, types, tol in (("q8_0", {"Q8_0", "F32"}, 0.02), ("q4_k_m", {"Q4_K", "Q6_K", "Q5_0", "Q8_0", "F32"}, 0.2)):
+        path = smollm_out / f"smollm2-135m-instruct-{quant}.gguf"
+        assert types <= {t.tensor_type.name for t in open_gguf(path).tensors}
+        back = load_gguf(path).state_dict()
+        for name in ("model.layers.3.self_attn.q_proj.weight", "model.layers.7.mlp.down_proj.weight",
+                     "model.embed_tokens.weight"):
+            err = (back[name] - ref[name]).norm() / ref[name].norm()
+            assert err < tol, (quant, name, float(err))
+
+
+def test_f16_gguf(stories_model, tmp_path):
+    path = write_gguf(stories_model, tmp_path / "s16.gguf", "f16")
+    assert {t.tensor_type.name for t in open_gguf(path).tensors} == {"F16", "F32"}
+    back = load_gguf(path).state_dict()
+    w = stories_model.state_dict()["model.layers.0.mlp.up_proj.weight"]
+    assert np.array_equal(back["model.layers.0.mlp.up_proj.weight"].numpy(), w.half().float().numpy())
