@@ -1,0 +1,103 @@
+"""Structured pruning: standard configs, the asked-for sizes, and loading in transformers and llama.cpp."""
+import numpy as np
+import pytest
+import torch
+
+from converters.gguf_writer import write_gguf
+from converters.hf_writer import write_hf
+from converters.prune import measure_importance, plan_for_target, plan_from_options, prune
+from edgechat.errors import EdgechatError
+from edgechat.sources import load_model
+from runtimes.llama_cpp_engine import LlamaCppEngine
+from runtimes.torch_engine import TorchEngine
+
+CALIB = ["Once upon a time there was a little girl named Lily. She loved to play outside.",
+         "Tom had a big red ball. He liked to throw it to his dog, who ran fast."]
+
+
+def calib(model):
+    return [model.tokenizer.encode(t) for t in CALIB]
+
+
+@pytest.fixture(scope="module")
+def stories_importance(stories_model):
+    return measure_importance(stories_model, calib(stories_model))
+
+
+@pytest.mark.parametrize("opts,expect", [
+    (dict(layers=2), dict(num_layers=3)),
+    (dict(ffn_frac=0.5), dict(intermediate_size=64)),
+    (dict(heads=4), dict(num_heads=4, num_kv_heads=2)),
+    (dict(hidden_frac=0.5), dict(hidden_size=32)),
+    (dict(layers=1, ffn_frac=0.25, heads=4, hidden_frac=0.5), dict(num_layers=4, intermediate_size=128, num_heads=4, hidden_size=32)),
+])
+def test_pruned_stories_loads_everywhere(stories_model, stories_importance, tmp_path, opts, expect):
+    student = prune(stories_model, plan_from_options(stories_model.config, **opts), stories_importance)
+    for k, v in expect.items():
+        assert getattr(student.config, k) == v
+    assert student.config.param_count() == sum(p.numel() for p in student.module.parameters())
+    assert student.config.param_count() < stories_model.config.param_count()
+    ids = student.tokenizer.encode("Once upon a time", add_bos=True)
+    ours = TorchEngine(student).logits_all(ids)
+    # transformers
+    from transformers import AutoModelForCausalLM
+    write_hf(student, tmp_path / "hf")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        assert np.abs(hf(torch.tensor([ids])).logits[0].numpy() - ours).max() < 1e-4
+    # llama.cpp
+    gguf = write_gguf(student, tmp_path / "s.gguf", "f32")
+    llama = LlamaCppEngine(gguf, kv_type="f32", logits_all=True, threads=2)
+    assert np.abs(llama.logits_all(ids) - ours).max() < 1e-4
+
+
+def test_pruned_qwen2_keeps_biases_and_loads(tiny_qwen2_dir, tmp_path):
+    teacher = load_model(tiny_qwen2_dir)
+    imp = measure_importance(teacher, [teacher.tokenizer.encode(t) for t in CALIB])
+    with pytest.raises(EdgechatError, match="llama.cpp's qwen2 needs heads x head_dim == hidden size"):
+        plan_from_options(teacher.config, heads=2)
+    student = prune(teacher, plan_from_options(teacher.config, heads=2, ffn_frac=0.5, hidden_frac=0.5), imp)
+    assert (student.config.num_heads, student.config.num_kv_heads, student.config.intermediate_size) == (2, 1, 64)
+    assert student.config.hidden_size == 32
+    assert student.module.model.layers[0].self_attn.k_proj.bias.shape == (16,)
+    write_hf(student, tmp_path / "hf")
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids = student.tokenizer.encode("Hello there, how are you today?")
+    with torch.no_grad():
+        assert np.abs(hf(torch.tensor([ids])).logits[0].numpy() - TorchEngine(student).logits_all(ids)).max() < 1e-4
+    llama = LlamaCppEngine(write_gguf(student, tmp_path / "q.gguf", "f32"), kv_type="f32", logits_all=True, threads=2)
+    assert np.abs(llama.logits_all(ids) - TorchEngine(student).logits_all(ids)).max() < 1e-4
+
+
+def test_depth_pruning_drops_least_important_blocks(stories_model, stories_importance):
+    plan = plan_from_options(stories_model.config, layers=2)
+    prune(stories_model, plan, stories_importance)
+    order = np.argsort(stories_importance.layers)
+    assert sorted(set(range(5)) - set(plan.chosen["kept_layers"])) == sorted(order[:2].tolist())
+    assert plan.chosen["params_after"] < plan.chosen["params_before"]
+
+
+@pytest.mark.parametrize("strategy", ["width", "depth", "mixed"])
+@pytest.mark.parametrize("frac", [0.7, 0.5])
+def test_target_params_reaches_fraction(smollm_model, strategy, frac):
+    from converters.prune import pruned_config
+    plan = plan_for_target(smollm_model.config, frac, strategy)
+    params = pruned_config(smollm_model.config, plan).param_count()
+    assert frac - 0.05 < params / smollm_model.config.param_count() <= frac
+    if strategy == "width":
+        assert plan.drop_layers == 0
+    if strategy == "depth":
+        assert plan.drop_layers > 0 and plan.ffn_keep is plan.hidden_keep is plan.kv_groups_keep is None
+
+
+@pytest.mark.parametrize("opts,message", [
+    (dict(layers=5), "cannot prune 5 layers: the model has 5 (at least one must stay)"),
+    (dict(heads=3), "cannot prune 3 heads: heads go in KV groups of 2, give a multiple of 2"),
+    (dict(heads=8), "cannot prune 8 heads: the model has 8 per layer"),
+    (dict(ffn_frac=1.0), "--prune-ffn 1.0 is out of range"),
+    (dict(heads=2, hidden_frac=0.5), "cannot prune the hidden size to 50%: it must stay a multiple of 96"),
+])
+def test_pruning_more_than_the_model_has(stories_model, opts, message):
+    with pytest.raises(EdgechatError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_from_options(stories_model.config, **opts)
