@@ -1,0 +1,71 @@
+"""`edgechat distill`: knowledge distillation as its own command, so torchrun can launch it on many processes:
+    torchrun --nproc_per_node 2 -m edgechat.cli distill TEACHER STUDENT -o OUT --steps 200"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the torchrun process group (gloo on CPU, nccl on GPUs); one process otherwise."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+@click.command()
+@click.argument("teacher")
+@click.argument("student")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Where the distilled student is written (a Hugging Face checkpoint directory).")
+@click.option("--steps", default=200, show_default=True, help="Optimizer steps.")
+@click.option("--micro-batch", default=4, show_default=True, help="Sequences per process per forward pass.")
+@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per step (global batch = micro x accum x processes).")
+@click.option("--seq-len", default=256, show_default=True, help="Tokens per training sequence.")
+@click.option("--lr", default=3e-4, show_default=True, help="Peak learning rate (AdamW, warm-up then cosine decay).")
+@click.option("--warmup-steps", default=10, show_default=True)
+@click.option("--temperature", default=1.0, show_default=True, help="Softening temperature of the KL loss.")
+@click.option("--alpha-ce", default=0.0, show_default=True, help="Weight of cross-entropy on the data.")
+@click.option("--beta-hidden", default=0.0, show_default=True, help="Weight of the final hidden-state MSE.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--data", type=click.Path(), help="Dialogue or text file (default: chit-chat conversations).")
+@click.option("--checkpoint", type=click.Path(), help="Save here every --checkpoint-every steps; resume from it if present.")
+@click.option("--checkpoint-every", default=50, show_default=True)
+@click.option("--loss-log", "log_path", type=click.Path(path_type=Path), help="Write the loss curve as JSON here.")
+def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, lr, warmup_steps, temperature,
+            alpha_ce, beta_hidden, seed, data, checkpoint, checkpoint_every, log_path):
+    """Distill TEACHER (any SOURCE) into STUDENT (an HF directory, e.g. a pruned model from
+    `convert --format hf`), with KL divergence of softened logits on chat-formatted dialogue."""
+    from converters.distill import DistillConfig, config_dict
+    from converters.distill import distill as run_distill
+    from converters.hf_writer import write_hf
+    from edgechat.pipeline import staging
+    from edgechat.progress import Steps
+    from edgechat.sources import load_model
+
+    rank, world = init_distributed()
+    cfg = DistillConfig(steps=steps, micro_batch=micro_batch, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
+                        warmup_steps=warmup_steps, temperature=temperature, alpha_ce=alpha_ce,
+                        beta_hidden=beta_hidden, seed=seed, data=data, checkpoint=checkpoint,
+                        checkpoint_every=checkpoint_every)
+    t_model, s_model = load_model(teacher), load_model(student)
+    with Steps(enabled=rank == 0) as steps_ui:
+        run_distill(t_model, s_model, cfg, progress=steps_ui)
+    if rank == 0:
+        with staging(out_dir) as tmp:
+            write_hf(s_model, tmp)
+        if log_path:
+            log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg),
+                                            "log": [list(x) for x in cfg.log]}, indent=1) + "\n")
+    if world > 1:
+        import torch
+
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
