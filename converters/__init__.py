@@ -56,3 +56,4 @@ def plan_exports(formats: list[str], quants: list[str]) -> dict[str, list[str]]:
 def _load_builtin():
     import converters.gguf_export  # noqa: F401  (registers "gguf")
     import converters.hf_writer  # noqa: F401  (registers "hf")
+    import converters.pte_export  # noqa: F401  (registers "pte")

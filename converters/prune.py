@@ -32,7 +32,7 @@ class PrunePlan:
 
 
 @torch.inference_mode()
-def measure_importance(model: Model, sequences: list[list[int]]) -> Importance:
+def measure_importance(model: Model, sequences: list[list[int]], on_sequence=None) -> Importance:
     cfg, m = model.config, model.module
     n = cfg.num_layers
     layer_sum, tokens = [0.0] * n, 0
@@ -68,9 +68,11 @@ def measure_importance(model: Model, sequences: list[list[int]]) -> Importance:
                   layer.post_attention_layernorm.register_forward_hook(on_norm)]
     hooks.append(m.model.norm.register_forward_hook(on_norm))
     try:
-        for ids in sequences:
+        for i, ids in enumerate(sequences):
             m(torch.tensor([ids]))
             tokens += len(ids)
+            if on_sequence:
+                on_sequence(i + 1)
     finally:
         for h in hooks:
             h.remove()

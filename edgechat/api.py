@@ -33,7 +33,7 @@ def resolve_artifact(source: str | Path | None, quant: str | None = None) -> Pat
 def open_engine(source=None, engine: str | None = None, target: str = "host", n_ctx: int | None = None,
                 threads: int | None = None, quant: str | None = None, **engine_options):
     from runtimes import ENGINES, engine_for_path
-    from targets import threads_for
+    from edgechat.targeting import threads_for
 
     path = resolve_artifact(source, quant)
     name = engine or engine_for_path(path)
@@ -46,7 +46,20 @@ def open_engine(source=None, engine: str | None = None, target: str = "host", n_
 
 
 def load(source=None, target: str = "host", engine: str | None = None, system: str | None = None,
-         n_ctx: int | None = None, threads: int | None = None, quant: str | None = None, **sampling) -> Chat:
+         n_ctx: int | None = None, threads: int | None = None, quant: str | None = None, power: str | None = None,
+         **sampling) -> Chat:
     """Open an artifact (.gguf, output directory, HF directory for the torch reference; None for the
-    embedded SmolLM2-135M-Instruct) and return a Chat. sampling: temperature, top_p, top_k, seed, max_tokens."""
-    return Chat(open_engine(source, engine, target, n_ctx, threads, quant), system=system, **sampling)
+    embedded SmolLM2-135M-Instruct) and return a Chat. sampling: temperature, top_p, top_k, seed, max_tokens.
+    power: "auto" (a power reader if one works here, else an estimate from the target's power figures),
+    "estimate", or a reader's name (edgechat.power.READERS); default $EDGECHAT_POWER, else auto."""
+    import os
+    import time
+
+    from edgechat.energy import meter_for
+
+    meter = meter_for(target, power or os.environ.get("EDGECHAT_POWER", "auto"))  # a bad target fails before loading
+    t0 = time.perf_counter()
+    chat = Chat(open_engine(source, engine, target, n_ctx, threads, quant), system=system, **sampling)
+    chat.load_s = time.perf_counter() - t0
+    chat.meter = meter
+    return chat

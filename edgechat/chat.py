@@ -7,7 +7,7 @@ from typing import Iterator
 
 from edgechat import chat_template
 from edgechat.errors import EdgechatError
-from edgechat.probe import ReplyTimer, Stats
+from edgechat.probe import NullTimer, ReplyTimer, Stats
 from edgechat.sampling import Sampler, SamplingParams
 from runtimes.base import Engine
 
@@ -36,6 +36,9 @@ class Chat:
         self.messages: list[dict] = []
         self.last_reply: Reply | None = None
         self._cached: list[int] = []  # ids whose K/V the engine holds, from position 0
+        self.load_s = 0.0  # set by edgechat.load: opening the engine
+        self.probes = True  # False: no per-token marks and no energy reading (to measure their cost)
+        self.meter = None  # edgechat.energy.EnergyMeter; None: the default one, made on the first reply
 
     # -- conversation ------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -109,7 +112,12 @@ class Chat:
         self.last_reply.stats.dropped_messages = dropped
 
     def _generate(self, ids: list[int], params: SamplingParams, as_turn: bool) -> Iterator[str]:
-        e, sampler, timer = self.engine, Sampler(params), ReplyTimer()
+        e, sampler, timer = self.engine, Sampler(params), ReplyTimer() if self.probes else NullTimer()
+        if self.probes and self.meter is None:
+            from edgechat.energy import environment_meter
+
+            self.meter = environment_meter()
+        energy_mark = self.meter.begin() if self.probes else None
         stats = Stats(prompt_tokens=len(ids))
         reuse = min(common_prefix(self._cached, ids), len(ids) - 1)  # always run at least one token
         stats.cached_tokens, stats.prefill_tokens = reuse, len(ids) - reuse
@@ -147,6 +155,12 @@ class Chat:
         stats.completion_tokens = len(out)
         stats.stop_reason = stop
         timer.finish(stats, t_pre, t_pre_end)
+        stats.load_s = self.load_s
+        if energy_mark is not None:
+            r = self.meter.end(energy_mark)
+            stats.cpu_s, stats.energy_j, stats.energy_source = r.cpu_s, r.energy_j, r.source
+            if r.energy_j is not None and stats.completion_tokens:
+                stats.j_per_token = r.energy_j / stats.completion_tokens
         if as_turn:
             self.messages.append({"role": "assistant", "content": text})
         else:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from edgechat.cli_compress import compression_options, recipe_from_cli
+from edgechat.compress import GateFailed
 from edgechat.errors import EdgechatError
 
 SAMPLING = [
@@ -43,25 +45,60 @@ def cli():
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output directory: artifacts, tokenizer, chat template and the edgechat.json manifest.")
 @click.option("--format", "formats", multiple=True, default=["gguf"], show_default=True,
-              help="gguf (llama.cpp) or hf (a Hugging Face checkpoint directory). Repeatable.")
+              help="gguf (llama.cpp), pte (ExecuTorch) or hf (a Hugging Face checkpoint directory). Repeatable.")
 @click.option("--quant", "quants", multiple=True,
-              help="gguf: f32, f16, q8_0, q4_0, q4_k_m (default q4_k_m). Repeatable: one load, many artifacts.")
+              help="gguf: f32, f16, q8_0, q4_0, q4_k_m (default q4_k_m); pte: fp32, 8da8w, 8da4w (default 8da4w). "
+              "Repeatable: one load, many artifacts.")
+@click.option("--group-size", type=int, help="pte: weights per quantization group, 32, 64 or 128 "
+              "(default: 32 for 8da4w, per-channel for 8da8w).")
+@click.option("--embedding-quant", help="pte: 8w, 4w or none (default: 4w with 8da4w, 8w with 8da8w, none with fp32).")
+@click.option("--max-seq-len", type=int, help="pte: context length of the static KV cache "
+              "(default: the model's, at most 2048).")
 @click.option("--imatrix", is_flag=True, help="Quantize Q4_0/Q4_K_M with an importance matrix from --calib text.")
 @click.option("--calib", type=click.Path(), help="Calibration text for --imatrix (default: chit-chat dialogues).")
 @click.option("--eval-data", type=click.Path(), help="Text for the manifest's quality figures "
               "(default: 20 held-out chit-chat dialogues). Raw text, DailyDialog or JSONL.")
 @click.option("--no-eval", is_flag=True, help="Skip the quality measurement.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores of this machine).")
+@click.option("--target", help="Plan for a device profile (`edgechat targets list`): it picks the format and quant "
+              "(among any --format/--quant given) and the CPU/GPU/NPU split; the manifest records the plan.")
+@click.option("--on", "accelerator", help="With --target: force the placement (cpu, or an accelerator's name). A .pte "
+              "plan that puts layers on a Vulkan or Core ML accelerator also writes that accelerator's artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def convert(source, out_dir, formats, quants, imatrix, calib, eval_data, no_eval, threads, as_json):
+@compression_options
+def convert(source, out_dir, formats, quants, group_size, embedding_quant, max_seq_len, imatrix, calib, eval_data,
+            no_eval, threads, target, accelerator, as_json, **compression):
     """Convert SOURCE into artifacts in OUTPUT, with quality figures vs the fp32 model."""
     from edgechat.pipeline import ConvertOptions, convert as run_convert
     from edgechat.progress import Steps
 
+    if target and click.get_current_context().get_parameter_source("formats").name == "DEFAULT":
+        formats = []  # with --target and no --format, the plan picks the format
     opts = ConvertOptions(formats=list(formats), quants=[q.lower() for q in quants], imatrix=imatrix,
-                          calib=calib, eval_data=eval_data, evaluate=not no_eval, threads=threads)
+                          calib=calib, eval_data=eval_data, evaluate=not no_eval, threads=threads, target=target,
+                          on=accelerator,
+                          extra={k: v for k, v in (("group_size", group_size), ("max_seq_len", max_seq_len),
+                                                   ("embedding_quant", embedding_quant and embedding_quant.lower()))
+                                 if v is not None})
+    opts.recipe = recipe_from_cli(**compression)
+    if opts.recipe:
+        set_by_user = {p: click.get_current_context().get_parameter_source(p).name != "DEFAULT" for p in ("formats", "quants")}
+        opts.formats = opts.formats if set_by_user["formats"] else list(opts.recipe.export.formats)
+        opts.quants = opts.quants if set_by_user["quants"] else list(opts.recipe.export.quants)
     with Steps(enabled=not as_json) as steps:
-        manifest = run_convert(source, out_dir, opts, steps)
+        try:
+            manifest = run_convert(source, out_dir, opts, steps)
+        except GateFailed as failed:
+            from edgechat.report import artifact_table
+
+            artifact_table(failed.manifest, out_dir)
+            raise
+    if manifest.get("target_plan") and not as_json:
+        tp = manifest["target_plan"]
+        click.echo(f"plan for {tp['target']}: {tp['format']} {tp['quant']}, {tp['chosen']['placement']}, "
+                   f"estimated {tp['chosen']['decode_tok_s']:.1f} tok/s decode"
+                   + (f", measured here {tp['host_check']['measured_decode_tok_s']:.1f}" if tp.get("host_check") else ""),
+                   err=True)
     if as_json:
         emit_json(manifest)
         return
@@ -155,25 +192,124 @@ def inspect(artifact, as_json):
 
 @cli.command()
 @click.argument("artifacts", nargs=-1, required=True)
-@click.option("--prompts", type=click.Path(), help="A text file, one prompt a line (default: 4 built-in prompts).")
-@click.option("--runs", default=3, show_default=True, help="Rounds over all prompts; artifacts interleave.")
-@click.option("--max-tokens", default=64, show_default=True, help="Tokens generated per prompt.")
-@click.option("--threads", type=int, help="CPU threads (default: all cores).")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), help="Write profile.json and profile.md here.")
+@click.option("--target", default="host", show_default=True,
+              help="Profile whose threads and power figures apply, and whose speed estimate is shown beside the "
+                   "measured one (the run itself is on this machine).")
+@click.option("--prompts", help="A text file (one prompt a line), a .jsonl ({\"turns\": [...]} or {\"prompt\": ...}), "
+              "or mtbench (MT-Bench's two-turn questions). Default: 4 built-in prompts.")
+@click.option("--max-prompts", type=int, help="Use only the first N prompts (conversations).")
+@click.option("--runs", default=3, show_default=True, help="Rounds over all prompts; the artifact order rotates.")
+@click.option("--max-tokens", default=64, show_default=True, help="Most tokens generated per reply.")
+@click.option("--n-ctx", default=1024, show_default=True, help="Context window in tokens.")
+@click.option("--threads", type=int, help="CPU threads (default: the target's).")
+@click.option("--power", help="auto (a power reader if one works, else an estimate), estimate, or a reader: "
+              "rapl, nvml, power_supply, rpi_pmic, powermetrics. Default: $EDGECHAT_POWER or auto.")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
+              help="Write profile.json, profile.csv, profile.md and profile.png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def profile(artifacts, prompts, runs, max_tokens, threads, out_dir, as_json):
-    """Run each of ARTIFACTS on the same prompts, interleaved, and tabulate speed and memory."""
+def profile(artifacts, target, prompts, max_prompts, runs, max_tokens, n_ctx, threads, power, out_dir, as_json):
+    """Run each of ARTIFACTS in its own process on the same prompts, interleaved, and tabulate prefill and
+    decode speed (mean ± sd), TTFT, inter-token latency, joules per token and peak RSS, with the machine's
+    load during the run (a warning when other processes were busy)."""
     from edgechat.profile import run_profile, write_profile
+    from edgechat.profile_report import show
 
-    result = run_profile(list(artifacts), prompts, runs, max_tokens, threads, progress=not as_json)
+    result = run_profile(list(artifacts), prompts, runs, max_tokens, threads, target=target, n_ctx=n_ctx,
+                         max_prompts=max_prompts, power=power, progress=not as_json)
     if out_dir:
-        write_profile(result, out_dir)
+        written = write_profile(result, out_dir)
+        if not as_json:
+            click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     if as_json:
         emit_json(result)
     else:
-        from edgechat.report import profile_table
+        show(result)
+    if result["machine"]["warning"]:
+        click.echo(f"edgechat: warning: {result['machine']['warning']}", err=True)
 
-        profile_table(result)
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def targets(ctx):
+    """Device profiles (targets/profiles/*.toml; `host` is this machine, measured at run time)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(targets_list)
+
+
+@targets.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+def targets_list(as_json=False):
+    """List the device profiles."""
+    from targets import list_profiles
+
+    from edgechat.targeting import get_profile
+
+    profiles = [get_profile(n, measure=False) for n in list_profiles()]
+    if as_json:
+        emit_json([p.to_dict() for p in profiles])
+        return
+    from edgechat.target_report import targets_table
+
+    targets_table(profiles)
+
+
+@targets.command(name="show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+def targets_show(name, as_json):
+    """Show one profile (NAME, or a path to a .toml file); for host, what was measured."""
+    from edgechat.targeting import get_profile
+
+    p = get_profile(name)
+    if as_json:
+        emit_json(p.to_dict())
+        return
+    from edgechat.target_report import profile_view
+
+    profile_view(p)
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--target", required=True, help="A profile name (`edgechat targets list`) or a .toml file.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["gguf", "pte"]),
+              help="Consider only these formats (default: both). Repeatable.")
+@click.option("--quant", "quants", multiple=True, help="Consider only these quants (default: q8_0, q4_k_m, q4_0, "
+              "8da8w, 8da4w). Repeatable.")
+@click.option("--n-ctx", default=2048, show_default=True, help="Context length the KV cache is sized for.")
+@click.option("--prompt-tokens", default=128, show_default=True, help="Prompt length for the prefill estimate.")
+@click.option("--min-tok-s", default=20.0, show_default=True,
+              help="The most faithful quant estimated to decode at least this fast wins.")
+@click.option("--as-is", is_flag=True, help="SOURCE is a .gguf artifact: plan only its placement, as quantized.")
+@click.option("--on", "accelerator", help="Force the placement: cpu, or an accelerator's name (as many layers as "
+              "fit on it), e.g. --on 'Hexagon NPU'.")
+@click.option("--layers", is_flag=True, help="One row per layer (default: runs of identical layers folded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(source, target, formats, quants, n_ctx, prompt_tokens, min_tok_s, as_is, accelerator, layers, as_json):
+    """Plan SOURCE for a device: each layer's weights at the quant and the KV cache at n_ctx, estimated
+    prefill and decode speed for every candidate placement, and the chosen format, quant and CPU/GPU/NPU
+    split with the reasons. SOURCE: HF directory, .gguf, or an edgechat output directory (default: the
+    embedded model)."""
+    from edgechat.targeting import plan_for
+
+    p = plan_for(source, target, formats=list(formats) or None, quants=[q.lower() for q in quants] or None,
+                 n_ctx=n_ctx, prompt_tokens=prompt_tokens, min_decode_tok_s=min_tok_s, as_is=as_is,
+                 accelerator=accelerator)
+    if as_json:
+        emit_json(p.to_dict())
+        return
+    from edgechat.target_report import plan_view
+
+    plan_view(p, all_layers=layers)
+
+
+def _add_commands():
+    from edgechat.cli_compress import distill
+
+    cli.add_command(distill)
+
+
+_add_commands()
 
 
 def main(argv=None):

@@ -69,3 +69,48 @@ def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, 
 
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+COMPRESSION_OPTIONS = [
+    click.option("--recipe", type=click.Path(), help="A TOML recipe: [prune], [distill], [export], [gate] "
+                 "(see README). Options given here override it."),
+    click.option("--prune-layers", type=int, help="Drop N decoder blocks, the least important on calibration text."),
+    click.option("--prune-ffn", type=float, help="Remove this fraction of MLP channels in every layer."),
+    click.option("--prune-heads", type=int, help="Remove N attention heads per layer (whole KV groups)."),
+    click.option("--prune-hidden", type=float, help="Remove this fraction of the hidden size."),
+    click.option("--target-params", type=float, help="Prune to this fraction of the parameters (chooses among the above)."),
+    click.option("--prune-strategy", type=click.Choice(["width", "depth", "mixed"]),
+                 help="With --target-params: width (MLP/hidden/heads, the default), depth (blocks) or mixed."),
+    click.option("--distill-steps", type=int, help="Distill the pruned student from the source for N steps."),
+    click.option("--max-kld", type=float, help="Quality gate: fail if an artifact's mean KLD vs the source exceeds X."),
+    click.option("--max-ppl-ratio", type=float, help="Quality gate: fail if artifact/source perplexity exceeds R."),
+]
+
+
+def compression_options(fn):
+    for opt in reversed(COMPRESSION_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def recipe_from_cli(recipe=None, prune_layers=None, prune_ffn=None, prune_heads=None, prune_hidden=None,
+                    target_params=None, prune_strategy=None, distill_steps=None, max_kld=None, max_ppl_ratio=None):
+    """The recipe file (if any) with the command-line options laid over it; None when nothing is asked."""
+    from converters.distill import DistillConfig
+    from edgechat.recipe import Recipe, load_recipe
+
+    r = load_recipe(recipe) if recipe else Recipe()
+    for key, value in (("layers", prune_layers), ("ffn", prune_ffn), ("heads", prune_heads), ("hidden", prune_hidden),
+                       ("target_params", target_params), ("strategy", prune_strategy)):
+        if value is not None:
+            setattr(r.prune, key, value)
+    if distill_steps is not None:
+        r.distill = r.distill or DistillConfig()
+        r.distill.steps = distill_steps
+    if max_kld is not None:
+        r.gate.max_kld = max_kld
+    if max_ppl_ratio is not None:
+        r.gate.max_ppl_ratio = max_ppl_ratio
+    if not (recipe or r.prune.active or r.distill or r.gate.active):
+        return None
+    return r

@@ -25,8 +25,11 @@ class Stats:
     peak_rss_mb: float = 0.0
     stop_reason: str = ""  # "eos", "length" (max_tokens) or "context" (window full)
     dropped_messages: int = 0  # oldest turns dropped to fit the context
+    load_s: float = 0.0  # opening the engine (the Chat's, repeated on each reply)
+    cpu_s: float = 0.0  # process CPU time during the reply (all threads)
     energy_j: float | None = None
-    energy_source: str = "not measured"
+    energy_source: str = "not measured"  # "measured: <reader>" or "estimated: <how>"
+    j_per_token: float | None = None  # energy_j (prefill included) / completion_tokens
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -65,3 +68,10 @@ class ReplyTimer:
             stats.itl_p95_ms = float(np.percentile(gaps, 95) * 1e3)
         stats.peak_rss_mb = peak_rss_mb()
         return stats
+
+
+class NullTimer(ReplyTimer):
+    """Probes off: no per-token marks (for measuring what the probes cost)."""
+
+    def token(self):
+        pass

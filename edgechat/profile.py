@@ -1,4 +1,6 @@
-"""Profiling runs: every artifact on the same prompts, interleaved, with medians and the machine's load."""
+"""Profiling runs: every artifact, each in its own worker process, on the same prompts, interleaved (the
+artifact order rotates every run), with the machine's load recorded beside the figures and a warning when
+other processes were busy. Writers (JSON, CSV, markdown, PNG) are in edgechat.profile_report."""
 from __future__ import annotations
 
 import json
@@ -14,67 +16,156 @@ DEFAULT_PROMPTS = [
     "Give me three tips for sleeping better.",
     "Explain what a CPU does in two sentences.",
 ]
-METRICS = ("prefill_tok_s", "decode_tok_s", "ttft_s", "itl_p50_ms", "itl_p95_ms")
+METRICS = ("prefill_tok_s", "decode_tok_s", "ttft_s", "itl_p50_ms", "itl_p95_ms", "energy_j", "j_per_token", "cpu_s")
+MTBENCH_RELATIVE = Path("shared") / "data" / "mt_bench" / "mt_bench_question.jsonl"
 
 
-def read_prompts(path: str | None) -> list[str]:
-    if path is None:
-        return DEFAULT_PROMPTS
+def mtbench_path() -> Path:
+    """$EDGECHAT_MTBENCH, else ../shared/data/mt_bench/ beside this checkout or the working directory."""
+    if os.environ.get("EDGECHAT_MTBENCH"):
+        return Path(os.environ["EDGECHAT_MTBENCH"])
+    for base in (Path(__file__).resolve().parents[2], Path.cwd().parent, Path.cwd()):
+        if (base / MTBENCH_RELATIVE).exists():
+            return base / MTBENCH_RELATIVE
+    raise EdgechatError("--prompts mtbench needs the MT-Bench questions (mt_bench_question.jsonl): set "
+                        "EDGECHAT_MTBENCH to its path or give the file itself as --prompts FILE")
+
+
+def read_prompts(spec: str | None, max_prompts: int | None = None) -> tuple[list[list[str]], str]:
+    """Conversations (lists of user turns) and where they came from. spec: None (built-in prompts),
+    "mtbench", a .jsonl file (objects with "turns" [MT-Bench] or "prompt"), or a text file (one a line)."""
+    if spec is None:
+        convs, source = [[p] for p in DEFAULT_PROMPTS], "built-in"
+    else:
+        p = mtbench_path() if spec == "mtbench" else Path(spec)
+        if not p.exists():
+            raise EdgechatError(f"no such prompts file: {p}")
+        lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+        if p.suffix == ".jsonl":
+            convs = []
+            for i, ln in enumerate(lines, 1):
+                try:
+                    obj = json.loads(ln)
+                except json.JSONDecodeError as e:
+                    raise EdgechatError(f"{p}:{i} is not JSON: {e.msg}") from None
+                turns = obj.get("turns") or ([obj["prompt"]] if "prompt" in obj else None)
+                if not turns or not all(isinstance(t, str) for t in turns):
+                    raise EdgechatError(f"{p}:{i} has no \"turns\" (list of strings) or \"prompt\"")
+                convs.append(turns)
+        else:
+            convs = [[ln.strip()] for ln in lines]
+        source = "mtbench" if spec == "mtbench" else str(p)
+        if not convs:
+            raise EdgechatError(f"the prompts file {p} is empty")
+    return convs[:max_prompts] if max_prompts else convs, source
+
+
+def summary(values: list) -> dict:
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return {"n": 0, "mean": None, "sd": None, "median": None, "min": None, "max": None}
+    return {"n": len(xs), "mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+            "median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def artifact_facts(path: str, target: str, prompt_tokens: int, gen_tokens: int, n_ctx: int,
+                   threads: int | None = None) -> dict:
+    """Format, quant, parameter count and (GGUF) the planner's estimate on the target, from the header."""
     p = Path(path)
-    if not p.exists():
-        raise EdgechatError(f"no such prompts file: {p}")
-    prompts = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
-    if not prompts:
-        raise EdgechatError(f"the prompts file {p} is empty")
-    return prompts
+    if p.is_dir():
+        from edgechat.api import resolve_artifact
+
+        p = resolve_artifact(p)
+    if p.suffix != ".gguf":
+        return {"format": p.suffix.lstrip(".") or "hf", "quant": None, "params": None, "estimate": None}
+    from edgechat.targeting import gguf_tensors, plan_for
+
+    meta, tensors = gguf_tensors(p)
+    params = 0
+    for dims, _ in tensors.values():
+        n = 1
+        for d in dims:
+            n *= d
+        params += n
+    try:
+        plan = plan_for(p, target, as_is=True, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, n_ctx=n_ctx,
+                        threads=threads)
+        c = plan.chosen
+        est = {"decode_tok_s": c.decode_tok_s, "prefill_tok_s": c.prefill_tok_s, "placement": c.placement,
+               "target": plan.target}
+        quant = c.quant
+    except EdgechatError as e:
+        est, quant = {"error": str(e)}, None
+    return {"format": "gguf", "quant": quant, "params": params, "estimate": est}
 
 
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-
-
-def run_profile(artifacts: list[str], prompts_file: str | None, runs: int, max_tokens: int,
-                threads: int | None, progress: bool = True) -> dict:
-    import edgechat
+def run_profile(artifacts: list[str], prompts: str | None = None, runs: int = 3, max_tokens: int = 64,
+                threads: int | None = None, target: str = "host", n_ctx: int = 1024, max_prompts: int | None = None,
+                power: str | None = None, warmup: bool = True, progress: bool = True) -> dict:
+    from edgechat.machine_load import LoadMonitor
+    from edgechat.profile_worker import Worker
     from edgechat.progress import Steps
+    from edgechat.targeting import get_profile
 
-    prompts = read_prompts(prompts_file)
-    chats = [edgechat.load(a, threads=threads, max_tokens=max_tokens, n_ctx=1024) for a in artifacts]
-    samples = [{m: [] for m in METRICS} for _ in chats]
-    load_before = os.getloadavg()
-    with Steps(enabled=progress) as steps:
-        advance = steps.step("profiling", total=runs * len(prompts) * len(chats))
-        done = 0
-        for _ in range(runs):
-            for prompt in prompts:
-                for chat, sample in zip(chats, samples):  # interleaved: drift hits every artifact alike
-                    chat.reset()
-                    stats = chat.send(prompt).stats
-                    for m in METRICS:
-                        sample[m].append(getattr(stats, m))
-                    done += 1
-                    advance(done)
+    if runs < 1:
+        raise EdgechatError(f"--runs must be at least 1, got {runs}")
+    convs, source = read_prompts(prompts, max_prompts)
+    profile = get_profile(target, measure=False)
+    threads = threads or profile.cpu.threads
+    for a in artifacts:
+        if not Path(a).exists():
+            raise EdgechatError(f"no such file or directory: {a}")
+    options = {"target": target, "threads": threads, "n_ctx": n_ctx, "max_tokens": max_tokens, "power": power}
+    workers: list[Worker] = []
+    samples: list[dict] = []
+    try:
+        with Steps(enabled=progress) as steps, LoadMonitor() as load:
+            for a in artifacts:
+                steps.step(f"loading {Path(a).name} in its own process")
+                workers.append(Worker(str(a), options))
+                load.add_pid(workers[-1].pid)
+            if warmup:
+                steps.step("warm-up reply per artifact")
+                for w in workers:
+                    w.send(["Hello!"], 8)
+            advance = steps.step("profiling (artifacts interleaved)", total=runs * len(convs) * len(workers))
+            done = 0
+            for run in range(runs):
+                k = run % len(workers)
+                order = workers[k:] + workers[:k]  # each artifact takes each position equally often
+                for ci, conv in enumerate(convs):
+                    for w in order:
+                        for turn, st in enumerate(w.send(conv, max_tokens)):
+                            samples.append({"artifact": w.artifact, "run": run, "prompt": ci, "turn": turn, **st})
+                        done += 1
+                        advance(done)
+    finally:
+        for w in workers:
+            w.close()
+    machine = load.summary()
     results = []
-    for art, chat, sample in zip(artifacts, chats, samples):
-        row = {"artifact": Path(art).name, "path": str(art), "engine": chat.engine.name,
-               "bytes": chat.engine.model_bytes, **{m: summary(v) for m, v in sample.items()}}
-        row["decode_gb_s"] = row["bytes"] * row["decode_tok_s"]["median"] / 1e9  # weights read per token
-        row["peak_rss_mb"] = chat.last_reply.stats.peak_rss_mb  # process-wide peak so far
+    for w in workers:
+        mine = [s for s in samples if s["artifact"] == w.artifact]
+        prompt_mean = statistics.fmean(s["prefill_tokens"] for s in mine)
+        gen_mean = statistics.fmean(s["completion_tokens"] for s in mine)
+        facts = artifact_facts(w.artifact, target, max(round(prompt_mean), 1), max(round(gen_mean), 1), n_ctx,
+                               threads)
+        row = {"artifact": Path(w.artifact).name, "path": w.artifact, "engine": w.info["engine"],
+               "bytes": w.info["bytes"], **facts, "load_s": w.info["load_s"], "replies": len(mine),
+               "prompt_tokens_mean": prompt_mean, "completion_tokens_mean": gen_mean,
+               **{m: summary([s[m] for s in mine]) for m in METRICS},
+               "peak_rss_mb": max(s["peak_rss_mb"] for s in mine),
+               "energy_source": mine[-1]["energy_source"]}
+        row["decode_gb_s"] = row["bytes"] * (row["decode_tok_s"]["median"] or 0) / 1e9  # weights read per token
         results.append(row)
-        chat.engine.close()
-    return {"prompts": prompts, "runs": runs, "max_tokens": max_tokens, "threads": threads or os.cpu_count(),
-            "load_avg": list(load_before), "load_avg_after": list(os.getloadavg()), "results": results}
+    return {"target": target, "threads": threads, "n_ctx": n_ctx, "runs": runs, "max_tokens": max_tokens,
+            "prompts": [c[0] for c in convs], "prompt_source": source, "conversations": len(convs),
+            "turns": sum(len(c) for c in convs), "machine": machine,
+            "load_avg": machine["loadavg_start"], "load_avg_after": machine["loadavg_end"],
+            "results": results, "samples": samples}
 
 
-def write_profile(result: dict, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["| artifact | engine | MiB | pp tok/s | tg tok/s | TTFT ms | ITL p95 ms | GB/s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in result["results"]:
-        lines.append(f"| {r['artifact']} | {r['engine']} | {r['bytes'] / 2**20:.1f} | "
-                     f"{r['prefill_tok_s']['median']:.1f} | {r['decode_tok_s']['median']:.1f} ± {r['decode_tok_s']['sd']:.1f} | "
-                     f"{r['ttft_s']['median'] * 1e3:.1f} | {r['itl_p95_ms']['median']:.2f} | {r['decode_gb_s']:.2f} |")
-    lines.append(f"\nload average before/after: {result['load_avg'][0]:.2f} / {result['load_avg_after'][0]:.2f}")
-    (out_dir / "profile.md").write_text("\n".join(lines) + "\n")
+def write_profile(result: dict, out_dir: Path) -> list[Path]:
+    from edgechat.profile_report import write_all
+
+    return write_all(result, Path(out_dir))

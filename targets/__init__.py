@@ -1,12 +1,12 @@
-"""Device targets. `host` is this machine, measured at run time."""
+"""Device targets: profiles as TOML data (targets/profiles/), `host` measured at run time, and the planner
+that picks format, quant and the CPU/GPU/NPU split for a model on a target. Imports nothing of edgechat,
+converters or runtimes: edgechat passes the model's shape in as plain numbers (ModelSpec)."""
 from __future__ import annotations
 
-import os
+from targets.errors import PlanError, ProfileError, TargetError
+from targets.model_spec import ModelSpec
+from targets.planner import Plan, Request, plan
+from targets.profile import Profile, list_profiles, load_profile, threads_for
 
-
-def threads_for(target: str = "host") -> int:
-    if target != "host":
-        from edgechat.errors import EdgechatError
-
-        raise EdgechatError(f"unknown target {target!r}: only 'host' is available")
-    return len(os.sched_getaffinity(0)) or os.cpu_count() or 1
+__all__ = ["ModelSpec", "Plan", "PlanError", "Profile", "ProfileError", "Request", "TargetError", "list_profiles",
+           "load_profile", "plan", "threads_for"]

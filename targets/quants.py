@@ -1,0 +1,121 @@
+"""Bytes per tensor at a quant: ggml block sizes, llama.cpp's rules for which type each tensor gets (the
+mixes of Q4_K_M, the output-head rule, the fallbacks when a row does not divide into 256-wide blocks),
+and the ExecuTorch schemes (8da4w, 8da8w). Also how fast each type's kernels run relative to int8."""
+from __future__ import annotations
+
+from targets.errors import TargetError
+from targets.model_spec import ModelSpec, Tensor
+
+# ggml type -> (block size in weights, bytes per block): ggml's type_traits
+GGML_BLOCKS = {
+    "F32": (1, 4), "F16": (1, 2), "BF16": (1, 2),
+    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
+    "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
+    "IQ4_NL": (32, 18),
+}
+# ExecuTorch (XNNPACK) weight layouts: bits per weight including scales
+PTE_TYPES = {
+    "QB4W": 4 + 16 / 32,  # 4-bit, groups of 32, one bf16 scale per group (8da4w linears)
+    "QC8W": 8.0,  # 8-bit per output channel (8da8w linears; the int8 embedding), scale per row is negligible
+    "FP32": 32.0,
+}
+# Kernel speed on quantized weights relative to the target's int8 dot-product rate (unpacking costs)
+INT8_RATE = {"Q8_0": 1.0, "Q4_0": 0.8, "Q4_1": 0.75, "Q5_0": 0.6, "Q5_1": 0.6, "Q4_K": 0.7, "Q5_K": 0.6,
+             "Q6_K": 0.55, "Q2_K": 0.5, "Q3_K": 0.5, "IQ4_NL": 0.7, "QC8W": 1.0, "QB4W": 0.8}
+FLOAT_TYPES = ("F32", "F16", "BF16", "FP32")
+# CPU decode (GEMV) kernels: their cost grows with the bytes of weights they unpack, so a CPU's limit is
+# `cpu.dot_gbs` GB/s of quantized weights, the same for every block-quantized type. Float rows need no
+# unpacking (F16C / fp16 converts, F32 plain FMA) and stream at memory speed: twice that rate or more.
+DOT_RATE = {"F16": 2.0, "BF16": 2.0, "F32": 4.0, "FP32": 4.0}
+
+GGUF_QUANTS = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0", "q4_k_m": "Q4_K",
+               # not made by edgechat's converter, but found in existing GGUF files the planner is shown
+               "bf16": "BF16", "q6_k": "Q6_K", "q5_k_m": "Q5_K", "q5_0": "Q5_0", "q5_1": "Q5_1", "q4_1": "Q4_1"}
+# llama.cpp's general.file_type (enum llama_ftype) -> quant name
+LLAMA_FTYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 15: "q4_k_m",
+                17: "q5_k_m", 18: "q6_k", 32: "bf16"}
+PTE_QUANTS = {"8da4w": "QB4W", "8da8w": "QC8W", "fp32": "FP32"}
+FORMAT_QUANTS = {"gguf": tuple(GGUF_QUANTS), "pte": tuple(PTE_QUANTS)}
+# how close to the fp32 model each quant stays (higher is closer): the planner's quality order
+QUALITY = {"f32": 6, "fp32": 6, "f16": 5, "bf16": 5, "q8_0": 4, "8da8w": 4, "q6_k": 4, "q5_k_m": 3.5, "q5_1": 3,
+           "q5_0": 3, "q4_k_m": 3, "q4_1": 2.5, "8da4w": 2, "q4_0": 2}
+# llama.cpp: a type whose block does not divide the row falls back (llama-quant.cpp)
+FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL"}
+
+
+def format_of(quant: str) -> str:
+    for fmt, quants in FORMAT_QUANTS.items():
+        if quant in quants:
+            return fmt
+    raise TargetError(f"unknown quant {quant!r}: choose one of {', '.join(q for qs in FORMAT_QUANTS.values() for q in qs)}")
+
+
+def use_more_bits(i: int, n: int) -> bool:
+    """llama.cpp's choice of the layers that get a bigger type in the _M mixes."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def fit_row(ggml_type: str, cols: int) -> str:
+    if cols % GGML_BLOCKS[ggml_type][0] == 0:
+        return ggml_type
+    t = FALLBACK.get(ggml_type, "F16")
+    return t if cols % GGML_BLOCKS[t][0] == 0 else "F16"
+
+
+def gguf_type(quant: str, t: Tensor, spec: ModelSpec) -> str:
+    """The ggml type llama.cpp's quantizer gives tensor `t` for the file type `quant` (llama_tensor_get_type)."""
+    if quant not in GGUF_QUANTS:
+        raise TargetError(f"unknown GGUF quant {quant!r}: choose one of {', '.join(GGUF_QUANTS)}")
+    if t.rows == 1 or t.kind in ("norm", "bias"):
+        return "F32"
+    base = GGUF_QUANTS[quant]
+    if base in ("F32", "F16", "BF16"):
+        return base
+    is_head = t.kind == "output" or (t.kind == "token_embd" and spec.tie_word_embeddings)
+    if is_head:
+        return "Q8_0" if t.cols % 256 else ("Q6_K" if base != "Q8_0" else "Q8_0")
+    typ = base
+    if quant in ("q4_k_m", "q5_k_m") and t.kind in ("attn_v", "ffn_down") and use_more_bits(t.layer, spec.num_layers):
+        typ = "Q6_K"
+    return fit_row(typ, t.cols)
+
+
+def pte_type(quant: str, t: Tensor, spec: ModelSpec) -> str:
+    """ExecuTorch (converters/pte_export's defaults): linears at the scheme; the embedding weight-only, 4-bit
+    in groups of 32 with 8da4w and 8-bit per row with 8da8w; norms and biases fp32. The output head is a
+    linear of its own in the exported graph even when tied (quantized separately)."""
+    if quant not in PTE_QUANTS:
+        raise TargetError(f"unknown ExecuTorch quant {quant!r}: choose one of {', '.join(PTE_QUANTS)}")
+    if t.rows == 1 or t.kind in ("norm", "bias") or quant == "fp32":
+        return "FP32"
+    if t.kind == "token_embd":
+        return "QB4W" if quant == "8da4w" else "QC8W"
+    return PTE_QUANTS[quant]
+
+
+def type_bytes(typ: str, n: int) -> float:
+    if typ in GGML_BLOCKS:
+        block, size = GGML_BLOCKS[typ]
+        return n / block * size
+    if typ in PTE_TYPES:
+        return n * PTE_TYPES[typ] / 8
+    raise TargetError(f"unknown tensor type {typ!r}")
+
+
+def tensor_types(quant: str, spec: ModelSpec) -> dict[str, str]:
+    """GGUF/PTE tensor name -> type for the whole model. For a PTE, a tied head is listed as output.weight."""
+    tensors = spec.tensors()
+    if format_of(quant) == "gguf":
+        return {t.name: gguf_type(quant, t, spec) for t in tensors}
+    out = {t.name: pte_type(quant, t, spec) for t in tensors}
+    if spec.tie_word_embeddings:
+        out["output.weight"] = pte_type(quant, Tensor("output.weight", spec.vocab_size, spec.hidden_size, None), spec)
+    return out
+
+
+def kv_type_bytes(fmt: str, kv_type: str | None = None) -> int:
+    """llama.cpp keeps the KV cache in F16 by default; ExecuTorch's LLM cache is fp32."""
+    kv_type = kv_type or ("f16" if fmt == "gguf" else "f32")
+    if kv_type not in ("f16", "f32"):
+        raise TargetError(f"unknown KV cache type {kv_type!r}: f16 or f32")
+    return 2 if kv_type == "f16" else 4

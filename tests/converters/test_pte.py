@@ -1,0 +1,161 @@
+"""PTE export (ExecuTorch): fused LLM ops with a static KV cache, linears on XNNPACK, the metadata methods of
+ExecuTorch's LLM runner; checked against the torch reference, llama.cpp and ExecuTorch's own TextLLMRunner."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgechat
+from edgechat.chat import Chat
+from edgechat.sources import default_model_path
+from runtimes.llama_cpp_engine import LlamaCppEngine
+from runtimes.pte_engine import REQUIRED_METADATA, PteEngine, read_program
+from runtimes.torch_engine import TorchEngine
+from tests.conftest import KNOWN_STORY, PARIS_SYSTEM, run_cli
+
+QUESTION = "What is the capital of France?"
+STORIES_SEQ = 128
+
+
+def shared_export(tmp_path_factory, name, source, quants, formats=("pte",), **extra) -> Path:
+    """Convert once per test session (exports take a minute or more): the output directory lives in the
+    session's base temp dir, so every test module that asks for `name` gets the same one."""
+    from edgechat.pipeline import ConvertOptions, convert
+    from edgechat.progress import Steps
+
+    out = tmp_path_factory.getbasetemp() / f"pte-{name}"
+    if not (out / "edgechat.json").exists():
+        opts = ConvertOptions(formats=list(formats), quants=list(quants), evaluate=False, extra=extra)
+        with Steps(enabled=False) as steps:
+            convert(source, out, opts, steps)
+    return out
+
+
+def artifact(out: Path, fmt: str, quant: str) -> Path:
+    arts = json.loads((out / "edgechat.json").read_text())["artifacts"]
+    return out / next(a["file"] for a in arts if a["format"] == fmt and a["quant"] == quant)
+
+
+@pytest.fixture(scope="session")
+def stories_out(tmp_path_factory, stories_dir):
+    """stories260K as an F32 GGUF and an fp32 .pte, from one load."""
+    return shared_export(tmp_path_factory, "stories", stories_dir, ["f32", "fp32"], formats=("gguf", "pte"),
+                         max_seq_len=STORIES_SEQ)
+
+
+@pytest.fixture(scope="session")
+def smol_8da4w(tmp_path_factory):
+    """The embedded SmolLM2-135M-Instruct as an 8da4w .pte (the one SmolLM2 export of the session)."""
+    return shared_export(tmp_path_factory, "smollm2-8da4w", None, ["8da4w"], max_seq_len=512)
+
+
+def test_gguf_and_pte_written_from_one_load(stories_out):
+    manifest = json.loads((stories_out / "edgechat.json").read_text())
+    arts = {(a["format"], a["quant"]): a for a in manifest["artifacts"]}
+    assert set(arts) == {("gguf", "f32"), ("pte", "fp32")}
+    pte = arts[("pte", "fp32")]
+    assert pte["max_seq_len"] == STORIES_SEQ and pte["embedding_quant"] == "none" and pte["fused_ops"]
+    assert pte["bytes"] == (stories_out / pte["file"]).stat().st_size > 0
+    assert "tokenizer.model" in manifest["files"] and (stories_out / "tokenizer.model").exists()
+    assert not [p.name for p in stories_out.iterdir() if p.name.startswith(".")]
+
+
+def test_program_carries_the_runner_metadata(stories_out):
+    _, meta = read_program(artifact(stories_out, "pte", "fp32"))
+    assert set(REQUIRED_METADATA) <= set(meta)
+    assert meta["get_max_seq_len"] == meta["get_max_context_len"] == STORIES_SEQ
+    assert (meta["get_bos_id"], list(meta["get_eos_ids"])) == (1, [2])
+    assert (meta["get_vocab_size"], meta["get_n_layers"]) == (512, 5)
+    assert meta["use_kv_cache"] and meta["use_sdpa_with_kv_cache"] and meta["enable_dynamic_shape"]
+
+
+def test_fp32_pte_matches_torch_over_prefill_and_16_decode_steps(stories_out, stories_model):
+    pte = PteEngine(artifact(stories_out, "pte", "fp32"), threads=2)
+    ref = TorchEngine(stories_model, n_ctx=STORIES_SEQ)
+    ids = ref.tokenize("Once upon a time, there was a big dog.", add_bos=True)
+    assert pte.tokenize("Once upon a time, there was a big dog.", add_bos=True) == ids
+    a, r = pte.forward(ids, 0), ref.forward(ids, 0)
+    assert np.abs(a - r).max() < 1e-4
+    pos = len(ids)
+    for _ in range(16):
+        tok = int(r.argmax())
+        a, r = pte.forward([tok], pos), ref.forward([tok], pos)
+        assert np.abs(a - r).max() < 1e-4
+        pos += 1
+    long_ids = ids * 5
+    assert np.abs(pte.logits_all(long_ids) - ref.logits_all(long_ids)).max() < 1e-4
+
+
+def test_greedy_ids_equal_on_pte_torch_and_llama_cpp(stories_out, stories_model):
+    engines = [PteEngine(artifact(stories_out, "pte", "fp32"), threads=2), TorchEngine(stories_model),
+               LlamaCppEngine(artifact(stories_out, "gguf", "f32"), kv_type="f32", threads=2)]
+    replies = [Chat(e, max_tokens=40).complete("Once upon a time") for e in engines]
+    assert replies[0].token_ids == replies[1].token_ids == replies[2].token_ids
+    assert replies[0].text.startswith(KNOWN_STORY)
+
+
+def test_text_llm_runner_gives_the_same_greedy_text(stories_out, capfd):
+    from runtimes.pte_engine import runtime
+
+    runtime()  # registers the fused-op kernels, as any host of such a program must
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    path = artifact(stories_out, "pte", "fp32")
+    runner = TextLLMRunner(str(path), str(stories_out / "tokenizer.model"))
+    pieces = []
+    runner.generate("Once upon a time", GenerationConfig(temperature=0.0, max_new_tokens=30, echo=False, num_bos=1),
+                    token_callback=pieces.append)
+    capfd.readouterr()  # the runner prints its own text and stats to C stdout
+    ours = Chat(PteEngine(path, threads=2), max_tokens=30).complete("Once upon a time")
+    assert "".join(pieces) == ours.text and ours.text.startswith(KNOWN_STORY)
+
+
+def test_smollm2_8da4w_answers_paris(smol_8da4w):
+    manifest = json.loads((smol_8da4w / "edgechat.json").read_text())
+    art = manifest["artifacts"][0]
+    assert (art["quant"], art["group_size"], art["embedding_quant"]) == ("8da4w", 32, "4w")
+    assert {"tokenizer.json", "chat_template.jinja"} <= set(manifest["files"])
+    chat = edgechat.load(smol_8da4w, system=PARIS_SYSTEM, max_tokens=32)
+    reply = chat.send(QUESTION)
+    assert "Paris" in reply.text and reply.stats.stop_reason == "eos"
+
+
+def test_one_conversation_same_prompt_ids_on_gguf_pte_and_torch(smol_8da4w, smollm_model):
+    convo = [{"role": "user", "content": "Hi! 12 + 30 = ? Café, naïve, 日本語 ✓"},
+             {"role": "assistant", "content": "42. How can I help?"},
+             {"role": "user", "content": QUESTION}]
+    engines = (LlamaCppEngine(default_model_path(), n_ctx=512), PteEngine(artifact(smol_8da4w, "pte", "8da4w")),
+               TorchEngine(smollm_model, n_ctx=512))
+    ids = [Chat(e, system=PARIS_SYSTEM).prompt_ids(convo) for e in engines]
+    assert ids[0] == ids[1] == ids[2] and len(ids[0]) > 40
+
+
+# -- bad input: one line, exit code 2, nothing written ------------------------------------------------------------
+
+def convert_refused(tmp_path, source, message, *args):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_cli("convert", str(source), "-o", str(tmp_path / "out"), "--format", "pte", "--no-eval", *args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("edgechat: error: ") and message in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quant", "fp32", "--embedding-quant", "4w"], "--embedding-quant 4w with --quant fp32 is not supported"),
+    (["--quant", "8da8w", "--embedding-quant", "4w"], "--embedding-quant 4w with --quant 8da8w is not supported"),
+    (["--quant", "8da4w", "--group-size", "48"], "--group-size 48 is not supported"),
+    (["--quant", "8da4w", "--embedding-quant", "2w"], "--embedding-quant 2w is not supported"),
+    (["--quant", "q4_0"], "unknown quant type 'q4_0' for format pte"),
+])
+def test_unsupported_options_refused_before_loading(tmp_path, stories_dir, args, message):
+    convert_refused(tmp_path, stories_dir, message, *args)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quant", "8da4w", "--group-size", "128"], "--group-size 128 does not divide stories260K's hidden size (64)"),
+    (["--quant", "fp32", "--max-seq-len", "4096"], "--max-seq-len 4096 is beyond stories260K's 512 positions"),
+])
+def test_options_the_model_cannot_take_refused(tmp_path, stories_dir, args, message):
+    convert_refused(tmp_path, stories_dir, message, *args)
