@@ -5,6 +5,7 @@ The meter touches nothing per token: a counter is read at the start and end of a
 is polled by a background thread (every `interval` seconds) only while a reply runs."""
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -111,7 +112,7 @@ def meter_for(target: str = "host", power: str = "auto") -> EnergyMeter:
     w = profile.power.per_core_w(profile.cpu.threads)
     reader = None
     if power == "auto":
-        reader, _ = detect()
+        reader = auto_reader()
     elif power != "estimate":
         from edgechat.power import READERS
 
@@ -121,6 +122,13 @@ def meter_for(target: str = "host", power: str = "auto") -> EnergyMeter:
         if reader is None:
             raise EdgechatError(f"power reader {power} does not work here: {reasons[power]}")
     return EnergyMeter(reader, w, profile.name, profile.power.assumed)
+
+
+@functools.lru_cache(maxsize=1)
+def auto_reader() -> PowerReader | None:
+    """The first reader that works on this machine, looked for once per process (readers keep cumulative
+    counts, so meters can share one)."""
+    return detect()[0]
 
 
 def environment_meter() -> EnergyMeter:

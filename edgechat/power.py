@@ -9,6 +9,7 @@ from __future__ import annotations
 import plistlib
 import re
 import subprocess
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -82,16 +83,18 @@ class RaplReader(PowerReader):
                        else 2**32) for z, name in zones]
         self._last = [read_int(z / "energy_uj") for z, _, _ in self.zones]
         self._total = 0
+        self._lock = threading.Lock()  # meters in several threads may share one reader
         self.detail = "+".join(name for _, name, _ in self.zones)
 
     def energy_j(self) -> float:
         """Cumulative joules since this reader was made, across counter wrap-arounds."""
-        for i, (z, _, wrap) in enumerate(self.zones):
-            now = read_int(z / "energy_uj")
-            delta = now - self._last[i]
-            self._total += delta if delta >= 0 else delta + wrap + 1
-            self._last[i] = now
-        return self._total / 1e6
+        with self._lock:
+            for i, (z, _, wrap) in enumerate(self.zones):
+                now = read_int(z / "energy_uj")
+                delta = now - self._last[i]
+                self._total += delta if delta >= 0 else delta + wrap + 1
+                self._last[i] = now
+            return self._total / 1e6
 
 
 @register_reader("nvml")
