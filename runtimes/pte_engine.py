@@ -114,8 +114,8 @@ class PteEngine(Engine):
         set_threads(threads or os.cpu_count())
         self.max_seq_len = int(self.meta["get_max_seq_len"])
         self.n_ctx = min(n_ctx, self.max_seq_len) if n_ctx else self.max_seq_len
-        # The token dimension was exported dynamic up to max_seq_len - 1: longer prefills go in chunks.
-        self.chunk = max(1, self.max_seq_len - 1) if self.meta["enable_dynamic_shape"] else 1
+        # The most tokens one call takes (the token dimension's upper bound): longer prefills go in chunks.
+        self.chunk = self._max_tokens("forward") if self.meta["enable_dynamic_shape"] else 1
         self.n_vocab = int(self.meta["get_vocab_size"])
         self.model_path = str(path)
         self.model_bytes = path.stat().st_size
@@ -128,6 +128,10 @@ class PteEngine(Engine):
         self._all = None
         self._ids: list[int] = []  # token at each position of the forward method's cache
         self._valid = 0  # positions [0, _valid) of that cache hold _ids' K/V
+
+    def _max_tokens(self, method: str) -> int:
+        sizes = self.program.metadata(method).input_tensor_meta(0).sizes()
+        return max(1, int(sizes[-1]) if sizes else 1)
 
     # -- tokenizer ---------------------------------------------------------------------------------
     def tokenize(self, text, add_bos):
@@ -170,19 +174,19 @@ class PteEngine(Engine):
     def logits_all(self, ids):
         ids = list(ids)
         self._check_fits(len(ids))
-        if ALL_LOGITS_METHOD not in self.program.method_names:  # a stock program: one step per token
-            self._valid = 0
-            self._ids = []
-            out = [self.forward([t], i) for i, t in enumerate(ids)]
-            return np.stack(out)
+        if ALL_LOGITS_METHOD not in self.program.method_names:  # one decode step per token
+            kept, self._ids, self._valid = self._ids, [], 0
+            out = np.stack([self.forward([t], i) for i, t in enumerate(ids)])
+            self._ids, self._valid = kept, 0  # the cache now holds `ids`: a later forward replays `kept`
+            return out
         if self._all is None:
             with quiet_stderr():
                 self._all = self.program.load_method(ALL_LOGITS_METHOD)
         # Both methods may share one memory arena, so forward's cache is no longer trusted after this.
         self._valid = 0
-        rows = []
-        for s in range(0, len(ids), self.chunk):
-            out = self._run(self._all, ids[s:s + self.chunk], s)
+        rows, step = [], self._max_tokens(ALL_LOGITS_METHOD)
+        for s in range(0, len(ids), step):
+            out = self._run(self._all, ids[s:s + step], s)
             rows.append(out.reshape(-1, out.shape[-1]).float().numpy())
         return np.concatenate(rows)
 

@@ -41,7 +41,7 @@ def artifact(out: Path, fmt: str, quant: str) -> Path:
 def stories_out(tmp_path_factory, stories_dir):
     """stories260K as an F32 GGUF and an fp32 .pte, from one load."""
     return shared_export(tmp_path_factory, "stories", stories_dir, ["f32", "fp32"], formats=("gguf", "pte"),
-                         max_seq_len=STORIES_SEQ)
+                         max_seq_len=STORIES_SEQ, eval_method=True)
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +56,7 @@ def test_gguf_and_pte_written_from_one_load(stories_out):
     assert set(arts) == {("gguf", "f32"), ("pte", "fp32")}
     pte = arts[("pte", "fp32")]
     assert pte["max_seq_len"] == STORIES_SEQ and pte["embedding_quant"] == "none" and pte["fused_ops"]
+    assert pte["methods"] == ["forward", "forward_all"]
     assert pte["bytes"] == (stories_out / pte["file"]).stat().st_size > 0
     assert "tokenizer.model" in manifest["files"] and (stories_out / "tokenizer.model").exists()
     assert not [p.name for p in stories_out.iterdir() if p.name.startswith(".")]
@@ -83,7 +84,7 @@ def test_fp32_pte_matches_torch_over_prefill_and_16_decode_steps(stories_out, st
         a, r = pte.forward([tok], pos), ref.forward([tok], pos)
         assert np.abs(a - r).max() < 1e-4
         pos += 1
-    long_ids = ids * 5
+    long_ids = ids * 5  # forward_all, the evaluation method
     assert np.abs(pte.logits_all(long_ids) - ref.logits_all(long_ids)).max() < 1e-4
 
 

@@ -20,7 +20,7 @@ QUESTION = "What is the capital of France?"
 @pytest.fixture(scope="session")
 def stories_out(tmp_path_factory, stories_dir):
     return shared_export(tmp_path_factory, "stories", stories_dir, ["f32", "fp32"], formats=("gguf", "pte"),
-                         max_seq_len=STORIES_SEQ)
+                         max_seq_len=STORIES_SEQ, eval_method=True)
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +87,16 @@ def test_cache_replayed_after_logits_all(stories_pte, stories_model):
     ref.forward(ids, 0)
     nxt = ref.tokenize(" It was", add_bos=False)
     assert np.abs(pte.forward(nxt, len(ids)) - ref.forward(nxt, len(ids))).max() < 1e-4
+
+
+def test_logits_all_steps_forward_without_an_eval_method(smol_8da4w):
+    engine = PteEngine(artifact(smol_8da4w, "pte", "8da4w"), threads=2)
+    assert "forward_all" not in engine.program.method_names
+    ids = engine.tokenize("The capital of France is Paris.", add_bos=False)
+    every = engine.logits_all(ids)
+    assert every.shape == (len(ids), engine.n_vocab)
+    assert np.abs(every[-1] - engine.forward(ids, 0)).max() < 1e-2
+    assert np.abs(every[3] - engine.forward(ids[:4], 0)).max() < 1e-2
 
 
 def test_n_ctx_is_capped_by_the_program(stories_pte):
