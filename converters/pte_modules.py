@@ -87,10 +87,7 @@ class PlainAttention(Attention):
     def forward(self, x, cos, sin, start_pos):
         b, t, _ = x.shape
         cfg = self.cfg
-        q = self.q_proj(x).view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.project(x, cos, sin)
         idx = torch.arange(t) + start_pos
         self.kv_cache.k_cache.index_copy_(2, idx, k)
         self.kv_cache.v_cache.index_copy_(2, idx, v)

@@ -62,13 +62,19 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.num_heads * hd, d, bias=False)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x, cos, sin, start_pos: int | None):
+    def project(self, x, cos, sin):
+        """q, k, v as [B, heads, T, head_dim], RoPE applied (shared with the export-time attentions)."""
         b, t, _ = x.shape
         cfg = self.cfg
         q = self.q_proj(x).view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x, cos, sin, start_pos: int | None):
+        b, t, _ = x.shape
+        cfg = self.cfg
+        q, k, v = self.project(x, cos, sin)
         if start_pos is None:  # whole sequence, no cache
             mask, causal = None, True
         else:
