@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE, THREADS, Bench, artifact, cached_convert, library_hash, md_table, median, rotate, summary  # noqa: E402
+from common import (CACHE, PYTHON, ROOT, THREADS, Bench, artifact, cached_convert, md_table,  # noqa: E402
+                    median, rotate, summary)
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived an old fisherman who"
 QUANTS = ("q8_0", "q4_k_m")
@@ -26,20 +27,37 @@ GOAL = 0.25
 
 
 def cached_pte(quant: str, fresh: bool = False) -> Path:
-    """The default model exported to .pte at `quant` (converters/pte_export), cached like cached_convert."""
+    """The default model exported to .pte at `quant` (converters/pte_export), cached like cached_convert. The
+    export runs in its own process (the CLI): exporting and then running ExecuTorch programs in one process
+    crashed once in libtorch here."""
     import shutil
+    import subprocess
 
-    out = CACHE / "convert" / f"default-pte-{quant}-{library_hash()}"
+    import hashlib
+
+    h = hashlib.sha256()  # keyed by what makes the program, not by every library file (an export takes minutes)
+    for f in ("converters/pte_export.py", "converters/pte_modules.py", "edgechat/transformer.py"):
+        h.update((ROOT / f).read_bytes())
+    out = CACHE / "convert" / f"default-pte-{quant}-{h.hexdigest()[:12]}"
     if (out / "edgechat.json").exists() and not fresh:
         return artifact(out, quant)
     if out.exists():
         shutil.rmtree(out)
-    from edgechat.pipeline import ConvertOptions, convert
-    from edgechat.progress import Steps
-
-    convert(None, out, ConvertOptions(formats=["pte"], quants=[quant], evaluate=False, threads=THREADS),
-            Steps(enabled=False))
+    subprocess.run([PYTHON, "-m", "edgechat.cli", "convert", "-o", str(out), "--format", "pte", "--quant", quant,
+                    "--no-eval", "--threads", str(THREADS)], check=True, cwd=ROOT)
     return artifact(out, quant)
+
+
+def pte_manifest(path: Path) -> dict | None:
+    """When and with what the .pte was made (its directory's edgechat.json)."""
+    import json
+
+    m = path.parent / "edgechat.json"
+    if not m.exists():
+        return None
+    d = json.loads(m.read_text())
+    return {"path": str(path), "created": d.get("created"), "artifact": next(
+        (a for a in d.get("artifacts", []) if a.get("file") == path.name), None)}
 
 
 def main():
@@ -51,6 +69,7 @@ def main():
                     help="wait up to this many seconds for other processes to go quiet before measuring")
     ap.add_argument("--fresh", action="store_true", help="reconvert instead of using benchmarks/.cache")
     ap.add_argument("--no-pte", action="store_true", help="leave out 8da4w (.pte, ExecuTorch)")
+    ap.add_argument("--pte", type=Path, help="an existing 8da4w .pte of the default model (default: export, cached)")
     args = ap.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
     bench = Bench("bench_planner")
@@ -63,7 +82,7 @@ def main():
     paths = {q: artifact(out, q) for q in QUANTS}
     quants = list(QUANTS)
     if not args.no_pte:
-        paths["8da4w"] = cached_pte("8da4w", args.fresh)
+        paths["8da4w"] = args.pte or cached_pte("8da4w", args.fresh)
         quants.append("8da4w")
     quiet = wait_for_quiet(args.wait_quiet) if args.wait_quiet else None
     profiles = {t: get_profile("host", threads=t) for t in thread_counts}  # measured before any engine runs
@@ -120,7 +139,8 @@ def main():
     doc = {"prompt": PROMPT, "tokens": args.tokens, "rounds": args.rounds, "host_profiles": prof,
            "machine_load": machine_load, "waited_for_quiet": quiet, "goal": f"|estimate / measured - 1| <= {GOAL}",
            "goal_met": len(met) == len(results), "results": results,
-           "not_run": {"8da4w": "left out (--no-pte)"} if args.no_pte else {}}
+           "not_run": {"8da4w": "left out (--no-pte)"} if args.no_pte else {},
+           "pte_manifest": None if args.no_pte else pte_manifest(paths["8da4w"])}
     md = ("SmolLM2-135M-Instruct on `host` (GGUF: llama.cpp; .pte: ExecuTorch); greedy continuation of a "
           f"{results[0]['prompt_tokens']}-token prompt, "
           f"{args.tokens} tokens, {args.rounds} interleaved rounds (+1 warm-up), medians. Estimates from targets/ for "

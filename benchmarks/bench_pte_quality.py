@@ -4,10 +4,12 @@ edgechat.evaluate.evaluate, on the same text and settings as benchmarks/bench_qu
 (WikiText-2 test, 40 chunks of 512 tokens scored like llama.cpp's perplexity tool; DailyDialog test, the
 assistant turns of 30 dialogues through the chat template).
 
-The programs are exported with the extra `forward_all` method (logits at every position) so that scoring runs
-at prefill speed; `forward`, the method a chat runs, is the same as in the other benchmarks' programs.
+The programs are the ones the other bench_pte_* benchmarks run (max_seq_len 1024, no extra method), so the
+engine scores every position with one `forward` decode step per token, the path a chat takes. With
+--eval-method they are exported with the extra `forward_all` method instead (logits at every position, at
+prefill speed, for a second lowering at export).
 
-    .venv/bin/python benchmarks/bench_pte_quality.py [--chunks 40] [--dialogues 30]
+    .venv/bin/python benchmarks/bench_pte_quality.py [--chunks 40] [--dialogues 30] [--eval-method]
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=40, help="WikiText-2 chunks of 512 tokens")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues")
+    ap.add_argument("--eval-method", action="store_true", help="export with forward_all and score with it")
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
     bench = Bench("bench_pte_quality")
@@ -42,7 +45,8 @@ def main():
     from runtimes.torch_engine import TorchEngine
 
     t = time.perf_counter()
-    paths = {q: cached_pte(q, fresh=args.fresh, eval_method=True) for q in QUANTS}
+    extra = {"eval_method": True} if args.eval_method else {}
+    paths = {q: cached_pte(q, fresh=args.fresh, **extra) for q in QUANTS}
     export_s = time.perf_counter() - t
     datasets = {
         "wikitext2": read_eval_data(DATA / "wikitext2" / "wiki.test.raw"),
@@ -76,8 +80,9 @@ def main():
     w0, d0 = results["8da4w"]["wikitext2"], results["8da4w"]["dailydialog"]
     rows.append(["fp32 reference (torch)", "-", 4 * model.config.param_count() / 2**20, w0["ref_ppl"], 0.0, 1.0,
                  d0["ref_ppl"], 0.0, 1.0])
+    how = "`forward_all`" if args.eval_method else "one `forward` decode step per position"
     md = (f"SmolLM2-135M-Instruct .pte programs vs the fp32 reference (torch engine), ExecuTorch engine "
-          f"(`forward_all`), {THREADS} threads. WikiText-2: {w0['sequences']} chunks x {N_CTX} tokens, "
+          f"({how}), {THREADS} threads. WikiText-2: {w0['sequences']} chunks x {N_CTX} tokens, "
           f"{w0['tokens_scored']} tokens scored (second half of each chunk). DailyDialog: assistant turns of "
           f"{d0['sequences']} test dialogues, {d0['tokens_scored']} tokens scored. The GGUF rows for the same "
           f"text are in bench_quality.md.\n\n"
@@ -86,7 +91,7 @@ def main():
     bench.write({"n_ctx": N_CTX, "chunks": args.chunks, "dialogues": args.dialogues, "threads": THREADS,
                  "reference": "torch fp32 engine on the embedded SmolLM2-135M-Instruct (Q4_1 GGUF dequantized)",
                  "artifacts": {q: export_info(p) for q, p in paths.items()}, "quality": results,
-                 "export_s": round(export_s, 1), "eval_s": times}, md)
+                 "scoring": how, "export_s": round(export_s, 1), "eval_s": times}, md)
     print(md)
 
 

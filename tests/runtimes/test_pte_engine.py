@@ -34,7 +34,7 @@ def stories_pte(stories_out):
 
 
 def test_streaming_multi_turn_and_stats(smol_8da4w):
-    chat = edgechat.load(smol_8da4w, system=PARIS_SYSTEM, max_tokens=24)
+    chat = edgechat.load(smol_8da4w, system=PARIS_SYSTEM, max_tokens=64)
     assert chat.engine.name == "executorch"
     pieces = list(chat.send(QUESTION, stream=True))
     first = chat.last_reply
