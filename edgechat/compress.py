@@ -24,6 +24,15 @@ def stage_quality(teacher: Model, student: Model, data, n_ctx: int) -> dict:
     return {"params": student.config.param_count(), **q.as_dict()}
 
 
+def check_inputs(recipe: Recipe) -> None:
+    """The recipe's data files, read before any model work: a missing or empty file fails in a second."""
+    from edgechat.data import read_eval_data
+
+    for path in (recipe.prune.calib, recipe.distill.data if recipe.distill else None, recipe.export.eval_data):
+        if path:
+            read_eval_data(path)
+
+
 def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> tuple[Model, dict]:
     """Returns the student and the manifest's record of every stage."""
     from converters.prune import measure_importance, plan_for_target, plan_from_options, prune
@@ -32,12 +41,12 @@ def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> t
     record: dict = {"teacher_params": teacher.config.param_count()}
     student = teacher
     p = recipe.prune
-    if p.active:
+    if p.active:  # the plan needs only the config: impossible requests fail before the importance pass
+        plan = (plan_for_target(teacher.config, p.target_params, p.strategy) if p.target_params
+                else plan_from_options(teacher.config, p.layers, p.ffn, p.heads, p.hidden))
         seqs = calibration_sequences(teacher, p.calib)
         advance = steps.step("measuring importance on calibration text", total=len(seqs))
         imp = measure_importance(teacher, seqs, on_sequence=advance)
-        plan = (plan_for_target(teacher.config, p.target_params, p.strategy) if p.target_params
-                else plan_from_options(teacher.config, p.layers, p.ffn, p.heads, p.hidden))
         steps.step("pruning")
         student = prune(teacher, plan, imp)
         record["prune"] = {"options": vars(p), **plan.chosen,

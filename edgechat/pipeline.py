@@ -106,6 +106,10 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
         from converters.pte_export import check_options
 
         check_options(plan["pte"], opts.extra)
+    if opts.recipe:
+        from edgechat.compress import check_inputs
+
+        check_inputs(opts.recipe)
     out_dir = Path(out_dir)
     with staging(out_dir) as tmp:
         steps.step(f"loading {source or 'the default model (SmolLM2-135M-Instruct)'}")

@@ -1,0 +1,236 @@
+"""Compression of SmolLM2-135M-Instruct (the teacher): students pruned to about 70% and 50% of its parameters
+(width, Minitron-style) and a depth-only student at 50% (depth vs width at the same size), each distilled on
+chit-chat for a fixed CPU budget, then quantized to Q4_K_M with llama.cpp's quantizer.
+
+Per student: parameters, Q4_K_M file size; quality on the assistant turns of DailyDialog test dialogues
+(perplexity, and mean KLD / top-1 vs the fp32 teacher) for pruned only, pruned + distilled (fp32, torch
+engine) and the distilled Q4_K_M (llama.cpp engine); decode tokens/s of each Q4_K_M vs the teacher's Q4_K_M
+(llama.cpp, in this process, interleaved rounds, fixed token count); and greedy answers to the "Paris"
+question and five MT-Bench first turns.
+
+The distillation budget is wall time on this machine: a short timing probe gives the seconds per step, and
+the step count is budget / step time, so the learning-rate schedule runs to its end. Students are kept in
+benchmarks/.cache/compress (use --reuse to skip pruning and distillation on a re-run).
+
+    .venv/bin/python benchmarks/bench_compress.py [--minutes 60] [--students w70,w50,d50]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CACHE, DATA, THREADS, Bench, md_table, median, rotate, wait_quiet  # noqa: E402
+
+STUDENTS = {"w70": ("width", 0.70), "w50": ("width", 0.50), "d50": ("depth", 0.50), "d70": ("depth", 0.70)}
+PARIS = ("Answer the user's question in one sentence.", "What is the capital of France?")
+N_CTX = 512
+PPL_GOAL = 1.3  # distilled perplexity at most 1.3x the teacher's
+SPEED_GOAL = 1.5  # the 50% student decodes at least 1.5x the teacher (both Q4_K_M)
+
+
+def quality(engine, reference, data) -> dict:
+    from edgechat.evaluate import evaluate
+
+    q = evaluate(engine, reference, data, n_ctx=N_CTX)
+    return {k: q.as_dict()[k] for k in ("ppl", "ref_ppl", "ppl_ratio", "mean_kld", "top1_agreement", "tokens_scored")}
+
+
+def torch_engine(model):
+    from runtimes.torch_engine import TorchEngine
+
+    return TorchEngine(model, n_ctx=N_CTX)
+
+
+def gguf_engine(path: Path):
+    from edgechat.api import open_engine
+
+    return open_engine(path, n_ctx=N_CTX, threads=THREADS, logits_all=True)
+
+
+def export_q4km(model, out: Path) -> Path:
+    from converters import FORMATS, ExportOptions, plan_exports
+    from edgechat.progress import Steps
+
+    plan_exports(["gguf"], ["q4_k_m"])
+    out.mkdir(parents=True, exist_ok=True)
+    arts = FORMATS["gguf"].export(model, out, ["q4_k_m"], ExportOptions(threads=THREADS), Steps(enabled=False))
+    return out / arts[0]["file"]
+
+
+def timed_steps(teacher, student, cfg, probe_steps: int = 3) -> float:
+    """Seconds per distillation step, from a throwaway copy of the student (the first step is warm-up)."""
+    from converters.distill import distill
+
+    probe = copy.deepcopy(student)
+    c = copy.deepcopy(cfg)
+    c.steps, c.checkpoint, c.log = probe_steps, None, []
+    stamps = []
+
+    class Tick:  # distill's progress hook, used as a clock
+        progress = type("P", (), {"update": staticmethod(lambda *a, **k: None)})()
+        _task = None
+
+        def step(self, _desc, total=None):
+            stamps.append(time.perf_counter())
+            return lambda _n: stamps.append(time.perf_counter())
+
+    distill(teacher, probe, c, progress=Tick())
+    return median([b - a for a, b in zip(stamps[1:], stamps[2:])])
+
+
+def make_student(name: str, teacher, imp, minutes: float, dd, reuse: bool) -> tuple[object, dict]:
+    from converters.distill import DistillConfig, distill
+    from converters.hf_writer import write_hf
+    from converters.prune import plan_for_target, prune
+    from edgechat.load_hf import load_hf
+
+    strategy, frac = STUDENTS[name]
+    home = CACHE / "compress" / f"{name}-{minutes:g}min"
+    if reuse and (home / "record.json").exists():
+        return load_hf(home / "distilled"), json.loads((home / "record.json").read_text())
+    plan = plan_for_target(teacher.config, frac, strategy)
+    pruned = prune(teacher, plan, imp)
+    rec = {"strategy": strategy, "target_frac": frac, "chosen": plan.chosen, "params": pruned.config.param_count(),
+           "params_frac": pruned.config.param_count() / teacher.config.param_count()}
+    ref = torch_engine(teacher)
+    t = time.perf_counter()
+    rec["pruned_fp32"] = quality(torch_engine(pruned), ref, dd)
+    rec["eval_s"] = round(time.perf_counter() - t, 1)
+    print(f"[{name}] pruned: {rec['params'] / 1e6:.1f}M params, {rec['pruned_fp32']}", file=sys.stderr)
+    cfg = DistillConfig(steps=0, lr=5e-4, warmup_steps=0, micro_batch=4, seq_len=256, seed=0)
+    student = copy.deepcopy(pruned)
+    step_s = timed_steps(teacher, student, cfg)
+    cfg.steps = max(10, int(minutes * 60 / step_s))
+    cfg.warmup_steps = max(1, cfg.steps // 20)
+    print(f"[{name}] {step_s:.2f} s/step -> {cfg.steps} steps in {minutes:g} min", file=sys.stderr)
+    t = time.perf_counter()
+    distill(teacher, student, cfg)
+    rec["distill"] = {"steps": cfg.steps, "step_s_probe": round(step_s, 3), "wall_s": round(time.perf_counter() - t, 1),
+                      "tokens_seen": cfg.steps * cfg.micro_batch * cfg.seq_len, "lr": cfg.lr, "seq_len": cfg.seq_len,
+                      "micro_batch": cfg.micro_batch, "first": cfg.log[0], "last": cfg.log[-1],
+                      "curve": cfg.log[:: max(1, cfg.steps // 25)]}
+    rec["distilled_fp32"] = quality(torch_engine(student), ref, dd)
+    print(f"[{name}] distilled: {rec['distilled_fp32']}", file=sys.stderr)
+    write_hf(student, home / "distilled")
+    (home / "record.json").write_text(json.dumps(rec, indent=2, default=str))
+    return student, rec
+
+
+def decode_speed(paths: dict, rounds: int, tokens: int) -> dict:
+    """llama.cpp decode tok/s of each GGUF, interleaved round by round, the same fixed tokens for all."""
+    from llama_cpp import Llama
+
+    llms = {k: Llama(str(p), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+            for k, p in paths.items()}
+    prompt = llms["teacher"].tokenize(b"Write a long story about a lighthouse keeper.", add_bos=True)
+    feed = [llms["teacher"].tokenize(b" the", add_bos=False)[0]] * tokens
+    out = {k: [] for k in llms}
+    load = []
+    for r in range(rounds + 1):  # round 0 warms up
+        q = wait_quiet(0.3, 30)
+        for k in rotate(list(llms), r):
+            llm = llms[k]
+            llm.reset()
+            llm.eval(prompt)
+            t = time.perf_counter()
+            for tok in feed:
+                llm.eval([tok])
+            if r:
+                out[k].append(tokens / (time.perf_counter() - t))
+        if r:
+            load.append(q)
+    return {"tok_s": {k: median(v) for k, v in out.items()}, "values": out, "quiet_rounds": sum(q["quiet"] for q in load)}
+
+
+def answers(path: Path, questions: list[tuple[str | None, str]]) -> list[dict]:
+    import edgechat
+
+    out = []
+    for system, q in questions:
+        chat = edgechat.load(path, system=system, n_ctx=1024, threads=THREADS, max_tokens=80, temperature=0.0)
+        out.append({"system": system, "question": q, "answer": chat.send(q).text.strip()})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=60.0, help="distillation wall-time budget per student")
+    ap.add_argument("--students", default="w70,w50,d50", help=f"comma list of {', '.join(STUDENTS)}")
+    ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--reuse", action="store_true", help="reuse students already distilled with this budget")
+    args = ap.parse_args()
+
+    import torch
+
+    from converters.prune import measure_importance
+    from edgechat.data import read_eval_data
+    from edgechat.pipeline import calibration_sequences
+    from edgechat.sources import load_model
+
+    torch.set_num_threads(THREADS)
+    bench = Bench("bench_compress")
+    teacher = load_model(None)
+    dd = read_eval_data(DATA / "dailydialog" / "dialogues_test.txt", max_dialogues=args.dialogues)
+    t = time.perf_counter()
+    imp = measure_importance(teacher, calibration_sequences(teacher, None))
+    importance_s = time.perf_counter() - t
+    names = args.students.split(",")
+    recs, models = {}, {}
+    for n in names:
+        models[n], recs[n] = make_student(n, teacher, imp, args.minutes, dd, args.reuse)
+
+    ggufs = {"teacher": export_q4km(teacher, CACHE / "compress" / "teacher")}
+    for n in names:
+        ggufs[n] = export_q4km(models[n], CACHE / "compress" / f"{n}-{args.minutes:g}min" / "gguf")
+    ref = torch_engine(teacher)
+    q4 = {k: quality(gguf_engine(p), ref, dd) for k, p in ggufs.items()}
+    speed = decode_speed(ggufs, args.rounds, args.tokens)
+    mt = [json.loads(ln)["turns"][0] for ln in (DATA / "mt_bench" / "mt_bench_question.jsonl").read_text().splitlines()[:5]]
+    questions = [PARIS] + [(None, q) for q in mt]
+    said = {k: answers(p, questions) for k, p in ggufs.items()}
+
+    teacher_ppl = q4["teacher"]["ref_ppl"]
+    rows = [["teacher", "-", f"{teacher.config.param_count() / 1e6:.1f}M", 1.0, ggufs["teacher"].stat().st_size / 2**20,
+             speed["tok_s"]["teacher"], 1.0, teacher_ppl, None, None, q4["teacher"]["ppl"], q4["teacher"]["mean_kld"]]]
+    for n in names:
+        r = recs[n]
+        rows.append([n, r["strategy"], f"{r['params'] / 1e6:.1f}M", r["params_frac"], ggufs[n].stat().st_size / 2**20,
+                     speed["tok_s"][n], speed["tok_s"][n] / speed["tok_s"]["teacher"], r["pruned_fp32"]["ppl"],
+                     r["distilled_fp32"]["ppl"], r["distilled_fp32"]["ppl"] / teacher_ppl, q4[n]["ppl"], q4[n]["mean_kld"]])
+    kld_rows = [[n, recs[n]["pruned_fp32"]["mean_kld"], recs[n]["distilled_fp32"]["mean_kld"],
+                 recs[n]["pruned_fp32"]["top1_agreement"], recs[n]["distilled_fp32"]["top1_agreement"],
+                 recs[n]["distill"]["steps"], recs[n]["distill"]["tokens_seen"], recs[n]["distill"]["wall_s"]] for n in names]
+    md = (f"Teacher: SmolLM2-135M-Instruct (embedded Q4_1 GGUF, dequantized to fp32). Distillation budget "
+          f"{args.minutes:g} min of wall time per student on {THREADS} threads (chit-chat conversations 0-3000, "
+          f"sequences of 256 tokens, 4 per step, KL of logits at T=1, AdamW lr 5e-4 warm-up + cosine). Quality on "
+          f"the assistant turns of {args.dialogues} DailyDialog test dialogues (n_ctx {N_CTX}); KLD vs the fp32 "
+          f"teacher. Decode: llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved "
+          f"rounds ({speed['quiet_rounds']} quiet). Importance measured once ({importance_s:.0f} s, 64 chit-chat "
+          f"sequences).\n\n"
+          + md_table(["model", "pruning", "params", "of teacher", "Q4_K_M MiB", "decode tok/s", "speed-up",
+                      "PPL pruned (fp32)", "PPL distilled (fp32)", "distilled / teacher PPL", "PPL Q4_K_M",
+                      "KLD Q4_K_M"], rows)
+          + f"\n\nGoals: the 50% student decodes at least {SPEED_GOAL}x the teacher; distilled perplexity at most "
+            f"{PPL_GOAL}x the teacher's ({teacher_ppl:.2f} fp32).\n\n"
+          + md_table(["student", "KLD pruned", "KLD distilled", "top-1 pruned", "top-1 distilled", "steps",
+                      "tokens seen", "distill s"], kld_rows)
+          + "\n\n## Answers (greedy, Q4_K_M, 80 tokens at most)\n")
+    for i, (system, q) in enumerate(questions):
+        md += f"\n### {q.splitlines()[0][:120]}\n" + (f"(system: {system})\n" if system else "")
+        for k in said:
+            md += f"\n- **{k}**: {said[k][i]['answer'][:400].replace(chr(10), ' ')}"
+        md += "\n"
+    bench.write({"students": recs, "q4_k_m_quality": q4, "decode": speed, "answers": said,
+                 "files": {k: {"name": p.name, "bytes": p.stat().st_size} for k, p in ggufs.items()},
+                 "minutes": args.minutes, "importance_s": importance_s}, md)
+
+
+if __name__ == "__main__":
+    main()
