@@ -161,6 +161,7 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
 
             steps.step("checking the plan's speed estimate with a run here")
             target_plan["host_check"] = check_on_host(target_plan, tmp / artifacts[0]["file"], opts.threads)
+        steps.step("writing manifest")  # closes the last export step, so its time is in timings_s
         manifest = {
             "source": {**model.source, "name": model.name},
             "model": {**asdict(model.config), "params": model.config.param_count()},
@@ -174,7 +175,6 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
             "gate": check_gate(gate, artifacts) if gate and gate.active else None,
             "timings_s": {k: round(v, 3) for k, v in steps.timings.items()},
         }
-        steps.step("writing manifest")
         if manifest["gate"]:
             manifest["status"] = "ok" if manifest["gate"]["passed"] else "failed"
         write_manifest(tmp, manifest)
