@@ -2,6 +2,7 @@
 SmolLM2-135M-Instruct, and session-scoped conversions so each expensive export happens once."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ DATA = ROOT.parent / "shared" / "data"
 STORIES = DATA / "stories260K" / "hf"
 KNOWN_STORY = ", there was a little girl named Lily. She loved to play outside in the park."
 PARIS_SYSTEM = "Answer the user's question in one sentence."
+STORIES_SEQ = 128  # max_seq_len of the stories260K .pte
 
 
 def need(path: Path) -> Path:
@@ -130,3 +132,35 @@ def tiny_llama_sharded_dir(tmp_path_factory) -> Path:
                       tie_word_embeddings=False)
     LlamaForCausalLM(cfg).save_pretrained(path, max_shard_size="50KB")
     return path
+
+
+def shared_export(tmp_path_factory, name, source, quants, formats=("pte",), **extra) -> Path:
+    """Convert once per test session (exports take a minute or more): the output directory lives in the
+    session's base temp dir, so every test module that asks for `name` gets the same one."""
+    from edgechat.pipeline import ConvertOptions, convert
+    from edgechat.progress import Steps
+
+    out = tmp_path_factory.getbasetemp() / f"pte-{name}"
+    if not (out / "edgechat.json").exists():
+        opts = ConvertOptions(formats=list(formats), quants=list(quants), evaluate=False, extra=extra)
+        with Steps(enabled=False) as steps:
+            convert(source, out, opts, steps)
+    return out
+
+
+def artifact(out: Path, fmt: str, quant: str) -> Path:
+    arts = json.loads((out / "edgechat.json").read_text())["artifacts"]
+    return out / next(a["file"] for a in arts if a["format"] == fmt and a["quant"] == quant)
+
+
+@pytest.fixture(scope="session")
+def stories_out(tmp_path_factory, stories_dir):
+    """stories260K as an F32 GGUF and an fp32 .pte, from one load."""
+    return shared_export(tmp_path_factory, "stories", stories_dir, ["f32", "fp32"], formats=("gguf", "pte"),
+                         max_seq_len=STORIES_SEQ, eval_method=True)
+
+
+@pytest.fixture(scope="session")
+def smol_8da4w(tmp_path_factory):
+    """The embedded SmolLM2-135M-Instruct as an 8da4w .pte (the one SmolLM2 export of the session)."""
+    return shared_export(tmp_path_factory, "smollm2-8da4w", None, ["8da4w"], max_seq_len=512)

@@ -1,7 +1,6 @@
 """PTE export (ExecuTorch): fused LLM ops with a static KV cache, linears on XNNPACK, the metadata methods of
 ExecuTorch's LLM runner; checked against the torch reference, llama.cpp and ExecuTorch's own TextLLMRunner."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,42 +11,9 @@ from edgechat.sources import default_model_path
 from runtimes.llama_cpp_engine import LlamaCppEngine
 from runtimes.pte_engine import REQUIRED_METADATA, PteEngine, read_program
 from runtimes.torch_engine import TorchEngine
-from tests.conftest import KNOWN_STORY, PARIS_SYSTEM, run_cli
+from tests.conftest import KNOWN_STORY, PARIS_SYSTEM, STORIES_SEQ, artifact, run_cli
 
 QUESTION = "What is the capital of France?"
-STORIES_SEQ = 128
-
-
-def shared_export(tmp_path_factory, name, source, quants, formats=("pte",), **extra) -> Path:
-    """Convert once per test session (exports take a minute or more): the output directory lives in the
-    session's base temp dir, so every test module that asks for `name` gets the same one."""
-    from edgechat.pipeline import ConvertOptions, convert
-    from edgechat.progress import Steps
-
-    out = tmp_path_factory.getbasetemp() / f"pte-{name}"
-    if not (out / "edgechat.json").exists():
-        opts = ConvertOptions(formats=list(formats), quants=list(quants), evaluate=False, extra=extra)
-        with Steps(enabled=False) as steps:
-            convert(source, out, opts, steps)
-    return out
-
-
-def artifact(out: Path, fmt: str, quant: str) -> Path:
-    arts = json.loads((out / "edgechat.json").read_text())["artifacts"]
-    return out / next(a["file"] for a in arts if a["format"] == fmt and a["quant"] == quant)
-
-
-@pytest.fixture(scope="session")
-def stories_out(tmp_path_factory, stories_dir):
-    """stories260K as an F32 GGUF and an fp32 .pte, from one load."""
-    return shared_export(tmp_path_factory, "stories", stories_dir, ["f32", "fp32"], formats=("gguf", "pte"),
-                         max_seq_len=STORIES_SEQ, eval_method=True)
-
-
-@pytest.fixture(scope="session")
-def smol_8da4w(tmp_path_factory):
-    """The embedded SmolLM2-135M-Instruct as an 8da4w .pte (the one SmolLM2 export of the session)."""
-    return shared_export(tmp_path_factory, "smollm2-8da4w", None, ["8da4w"], max_seq_len=512)
 
 
 def test_gguf_and_pte_written_from_one_load(stories_out):

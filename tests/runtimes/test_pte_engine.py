@@ -11,21 +11,9 @@ from edgechat.chat import Chat
 from edgechat.errors import EdgechatError
 from runtimes.pte_engine import PteEngine
 from runtimes.torch_engine import TorchEngine
-from tests.conftest import PARIS_SYSTEM, run_cli
-from tests.converters.test_pte import STORIES_SEQ, artifact, shared_export
+from tests.conftest import PARIS_SYSTEM, STORIES_SEQ, artifact, run_cli
 
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(scope="session")
-def stories_out(tmp_path_factory, stories_dir):
-    return shared_export(tmp_path_factory, "stories", stories_dir, ["f32", "fp32"], formats=("gguf", "pte"),
-                         max_seq_len=STORIES_SEQ, eval_method=True)
-
-
-@pytest.fixture(scope="session")
-def smol_8da4w(tmp_path_factory):
-    return shared_export(tmp_path_factory, "smollm2-8da4w", None, ["8da4w"], max_seq_len=512)
 
 
 @pytest.fixture(scope="session")
