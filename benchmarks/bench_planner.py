@@ -4,8 +4,8 @@ llama.cpp) and 8da4w (.pte, ExecuTorch), with 1 and 2 threads. Goal: the estimat
 The estimate is targets/'s, for the artifact as it stands (its own tensor types), on the `host` profile
 built for that thread count (bandwidth and compute measured by numpy at the start, before any engine runs).
 Nothing in the estimator is fitted to these runs. The measured side is Chat.complete() on a fixed story
-prompt, greedy, N tokens; all four (quant x threads) engines are loaded at once and interleaved, the order
-rotating each round; medians. The machine's load (other processes' CPU use) is recorded beside the figures:
+prompt, greedy, N tokens; every (quant x threads) engine runs in its own worker process, all loaded at once
+and interleaved, the order rotating each round; medians. The machine's load (other processes' CPU use) is recorded beside the figures:
 on a busy 2-core machine a 2-thread llama.cpp spins at its barriers and slows several-fold, so read the
 1-thread rows as the cleaner comparison when the warning is set.
 
@@ -60,6 +60,52 @@ def pte_manifest(path: Path) -> dict | None:
         (a for a in d.get("artifacts", []) if a.get("file") == path.name), None)}
 
 
+def worker(path: str, threads: int, tokens: int) -> None:
+    """One engine: warm up, then one greedy reply per line read; its stats as a JSON line."""
+    import json
+
+    import edgechat
+
+    chat = edgechat.load(path, threads=threads, n_ctx=1024, max_tokens=tokens, power="estimate")
+    chat.complete(PROMPT, max_tokens=16)  # page the weights in (the .pte engine's first call loads its kernels)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        chat.reset()
+        st = chat.complete(PROMPT).stats
+        print(json.dumps({"decode_tok_s": st.decode_tok_s, "prefill_tok_s": st.prefill_tok_s,
+                          "prefill_tokens": st.prefill_tokens, "completion_tokens": st.completion_tokens,
+                          "cpu_s": st.cpu_s, "decode_s": st.decode_s}), flush=True)
+
+
+class Worker:
+    def __init__(self, path: Path, threads: int, tokens: int):
+        import subprocess
+
+        self.p = subprocess.Popen([PYTHON, __file__, "--worker", str(path), "--worker-threads", str(threads),
+                                   "--tokens", str(tokens)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, bufsize=1)
+        self._read()
+
+    def _read(self) -> dict:
+        import json
+
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker exited with {self.p.wait()}")
+        return json.loads(line)
+
+    def ask(self) -> dict:
+        self.p.stdin.write("run\n")
+        return self._read()
+
+    def quit(self) -> None:
+        self.p.stdin.write("quit\n")
+        self.p.stdin.close()
+        self.p.wait(timeout=60)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
@@ -70,11 +116,14 @@ def main():
     ap.add_argument("--fresh", action="store_true", help="reconvert instead of using benchmarks/.cache")
     ap.add_argument("--no-pte", action="store_true", help="leave out 8da4w (.pte, ExecuTorch)")
     ap.add_argument("--pte", type=Path, help="an existing 8da4w .pte of the default model (default: export, cached)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker, args.worker_threads, args.tokens)
     thread_counts = [int(t) for t in args.threads.split(",")]
     bench = Bench("bench_planner")
 
-    import edgechat
     from edgechat.machine_load import LoadMonitor, wait_for_quiet
     from edgechat.targeting import get_profile, plan_for
 
@@ -87,20 +136,14 @@ def main():
     quiet = wait_for_quiet(args.wait_quiet) if args.wait_quiet else None
     profiles = {t: get_profile("host", threads=t) for t in thread_counts}  # measured before any engine runs
     sides = [(q, t) for t in thread_counts for q in quants]
-    chats = {(q, t): edgechat.load(paths[q], threads=t, n_ctx=1024, max_tokens=args.tokens, power="estimate")
-             for q, t in sides}
-    for c in chats.values():  # warm-up: page the weights in
-        c.complete(PROMPT, max_tokens=16)  # (the .pte engine's first call also loads its kernels)
+    # each side in its own process: engines sharing one process (llama.cpp's and ExecuTorch's thread pools, at
+    # different thread counts) halved the 2-thread speed here
+    chats = {(q, t): Worker(paths[q], t, args.tokens) for q, t in sides}
     runs = {s: [] for s in sides}
     with LoadMonitor() as load:
         for r in range(args.rounds):
             for s in rotate(sides, r):
-                chat = chats[s]
-                chat.reset()
-                st = chat.complete(PROMPT).stats
-                runs[s].append({"decode_tok_s": st.decode_tok_s, "prefill_tok_s": st.prefill_tok_s,
-                                "prefill_tokens": st.prefill_tokens, "completion_tokens": st.completion_tokens,
-                                "cpu_s": st.cpu_s, "decode_s": st.decode_s})
+                runs[s].append(chats[s].ask())
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{q}/{t}t {runs[(q, t)][-1]['decode_tok_s']:.1f}" for q, t in sides) + " tok/s", file=sys.stderr)
     machine_load = load.summary()
@@ -161,7 +204,7 @@ def main():
              "\n\n8da4w is the .pte from converters/pte_export (ExecuTorch, XNNPACK), planned from the source's shape.\n"))
     bench.write(doc, md)
     for c in chats.values():
-        c.engine.close()
+        c.quit()
 
 
 if __name__ == "__main__":
