@@ -165,6 +165,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--reuse", action="store_true", help="reuse students already distilled with this budget")
+    ap.add_argument("--calib-seqs", type=int, default=64, help="chit-chat sequences (512 tokens) for importance")
     args = ap.parse_args()
 
     import torch
@@ -179,7 +180,7 @@ def main():
     teacher = load_model(None)
     dd = read_eval_data(DATA / "dailydialog" / "dialogues_test.txt", max_dialogues=args.dialogues)
     t = time.perf_counter()
-    imp = measure_importance(teacher, calibration_sequences(teacher, None))
+    imp = measure_importance(teacher, calibration_sequences(teacher, None, limit=args.calib_seqs))
     importance_s = time.perf_counter() - t
     names = args.students.split(",")
     recs, models = {}, {}
@@ -212,7 +213,7 @@ def main():
           f"sequences of 256 tokens, 4 per step, KL of logits at T=1, AdamW lr 5e-4 warm-up + cosine). Quality on "
           f"the assistant turns of {args.dialogues} DailyDialog test dialogues (n_ctx {N_CTX}); KLD vs the fp32 "
           f"teacher. Decode: llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved "
-          f"rounds ({speed['quiet_rounds']} quiet). Importance measured once ({importance_s:.0f} s, 64 chit-chat "
+          f"rounds ({speed['quiet_rounds']} quiet). Importance measured once ({importance_s:.0f} s, {args.calib_seqs} chit-chat "
           f"sequences).\n\n"
           + md_table(["model", "pruning", "params", "of teacher", "Q4_K_M MiB", "decode tok/s", "speed-up",
                       "PPL pruned (fp32)", "PPL distilled (fp32)", "distilled / teacher PPL", "PPL Q4_K_M",
