@@ -14,16 +14,14 @@ prefill speed, for a second lowering at export).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pte_common import cached_pte, export_info  # noqa: E402
-from bench_quality import CachedReference  # noqa: E402  (the reference logits, computed once per sequence)
-from common import DATA, THREADS, Bench, md_table  # noqa: E402
+from bench_quality import default_reference, eval_datasets  # noqa: E402  (reference logits computed once per sequence)
+from common import THREADS, Bench, md_table  # noqa: E402
 
 N_CTX = 512
 QUANTS = {"8da8w": "8da8w .pte", "8da4w": "8da4w .pte"}
@@ -38,23 +36,15 @@ def main():
     args = ap.parse_args()
     bench = Bench("bench_pte_quality")
 
-    from edgechat.data import read_eval_data
     from edgechat.evaluate import evaluate
-    from edgechat.sources import load_model
     from runtimes.pte_engine import PteEngine
-    from runtimes.torch_engine import TorchEngine
 
     t = time.perf_counter()
     extra = {"eval_method": True} if args.eval_method else {}
     paths = {q: cached_pte(q, fresh=args.fresh, **extra) for q in QUANTS}
     export_s = time.perf_counter() - t
-    datasets = {
-        "wikitext2": read_eval_data(DATA / "wikitext2" / "wiki.test.raw"),
-        "dailydialog": read_eval_data(DATA / "dailydialog" / "dialogues_test.txt", max_dialogues=args.dialogues),
-    }
-    model = load_model(None)
-    cache_dir = Path(tempfile.mkdtemp(prefix="edgechat-bench-pte-reflogits-"))
-    ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), cache_dir)
+    datasets = eval_datasets(args.dialogues)
+    model, ref = default_reference("edgechat-bench-pte-reflogits-")
     results, times = {}, {}
     try:
         for dname, data in datasets.items():
@@ -68,7 +58,7 @@ def main():
                 print(f"{dname:12s} {quant:6s} ppl {q['ppl']:.3f} (ref {q['ref_ppl']:.3f}) kld {q['mean_kld']:.5f} "
                       f"top1 {q['top1_agreement']:.4f}  [{times[f'{dname}/{quant}']}s]", file=sys.stderr)
     finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        ref.close()
 
     rows = []
     for quant, path in paths.items():

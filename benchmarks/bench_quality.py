@@ -57,6 +57,28 @@ class CachedReference:
         np.save(f, out)
         return out
 
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def default_reference(prefix: str):
+    """The fp32 reference both quality benchmarks score against: the embedded model on the torch engine, its
+    logits cached in a fresh temporary directory (ref.close() deletes it). Returns (model, ref)."""
+    from edgechat.sources import load_model
+    from runtimes.torch_engine import TorchEngine
+
+    model = load_model(None)
+    ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), Path(tempfile.mkdtemp(prefix=prefix)))
+    return model, ref
+
+
+def eval_datasets(dialogues: int) -> dict:
+    """The two texts of the quality tables: WikiText-2 test and DailyDialog test."""
+    from edgechat.data import read_eval_data
+
+    return {"wikitext2": read_eval_data(DATA / "wikitext2" / "wiki.test.raw"),
+            "dailydialog": read_eval_data(DATA / "dailydialog" / "dialogues_test.txt", max_dialogues=dialogues)}
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,11 +90,9 @@ def main():
     args = ap.parse_args()
     bench = Bench("bench_quality")
 
-    from edgechat.data import read_eval_data
     from edgechat.evaluate import evaluate
-    from edgechat.sources import default_model_path, load_model
+    from edgechat.sources import default_model_path
     from runtimes.llama_cpp_engine import LlamaCppEngine
-    from runtimes.torch_engine import TorchEngine
 
     t = time.perf_counter()
     plain = cached_convert(["q8_0", "q4_0", "q4_k_m"], fresh=args.fresh)
@@ -86,13 +106,8 @@ def main():
         "Q4_K_M imatrix": artifact(imat, "q4_k_m"),
         "Q4_1 source (llama.cpp)": default_model_path(),
     }
-    datasets = {
-        "wikitext2": read_eval_data(DATA / "wikitext2" / "wiki.test.raw"),
-        "dailydialog": read_eval_data(DATA / "dailydialog" / "dialogues_test.txt", max_dialogues=args.dialogues),
-    }
-    model = load_model(None)
-    cache_dir = Path(tempfile.mkdtemp(prefix="edgechat-bench-reflogits-"))
-    ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), cache_dir)
+    datasets = eval_datasets(args.dialogues)
+    model, ref = default_reference("edgechat-bench-reflogits-")
     results, times = {}, {}
     try:
         for dname, data in datasets.items():
@@ -122,7 +137,7 @@ def main():
                     diag[f"{aname}, {kv.upper()} KV"] = q
                     print(f"diag {aname:24s} kv {kv}: kld {q['mean_kld']:.6f} top1 {q['top1_agreement']:.4f}", file=sys.stderr)
     finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        ref.close()
 
     goals = {}
     for quant, limit in GOALS.items():
