@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, DATA, THREADS, Bench, md_table, median, rotate, wait_quiet  # noqa: E402
+from compress_job import STUDENTS, distill_config, importance, load_student, prune_student, timed_steps  # noqa: E402
 
-STUDENTS = {"w70": ("width", 0.70), "w50": ("width", 0.50), "d50": ("depth", 0.50), "d70": ("depth", 0.70)}
 PARIS = ("Answer the user's question in one sentence.", "What is the capital of France?")
 N_CTX = 512
 PPL_GOAL = 1.3  # distilled perplexity at most 1.3x the teacher's
@@ -62,58 +62,49 @@ def export_q4km(model, out: Path) -> Path:
     return out / arts[0]["file"]
 
 
-def timed_steps(teacher, student, cfg, probe_steps: int = 3) -> float:
-    """Seconds per distillation step, from a throwaway copy of the student (the first step is warm-up)."""
+def student_home(name: str, minutes: float, job: Path | None) -> Path:
+    return CACHE / "compress" / (f"{name}-job-{job.name}" if job else f"{name}-{minutes:g}min")
+
+
+def make_student(name: str, teacher, imp, minutes: float, dd, reuse: bool, job: Path | None) -> tuple[object, dict]:
+    """Prune, evaluate, distil (here, or take the student that compress_job.py distilled), evaluate."""
     from converters.distill import distill
-
-    probe = copy.deepcopy(student)
-    c = copy.deepcopy(cfg)
-    c.steps, c.checkpoint, c.log = probe_steps, None, []
-    stamps = []
-
-    class Tick:  # distill's progress hook, used as a clock
-        progress = type("P", (), {"update": staticmethod(lambda *a, **k: None)})()
-        _task = None
-
-        def step(self, _desc, total=None):
-            stamps.append(time.perf_counter())
-            return lambda _n: stamps.append(time.perf_counter())
-
-    distill(teacher, probe, c, progress=Tick())
-    return median([b - a for a, b in zip(stamps[1:], stamps[2:])])
-
-
-def make_student(name: str, teacher, imp, minutes: float, dd, reuse: bool) -> tuple[object, dict]:
-    from converters.distill import DistillConfig, distill
     from converters.hf_writer import write_hf
-    from converters.prune import plan_for_target, prune
     from edgechat.load_hf import load_hf
 
     strategy, frac = STUDENTS[name]
-    home = CACHE / "compress" / f"{name}-{minutes:g}min"
+    home = student_home(name, minutes, job)
     if reuse and (home / "record.json").exists():
         return load_hf(home / "distilled"), json.loads((home / "record.json").read_text())
-    plan = plan_for_target(teacher.config, frac, strategy)
-    pruned = prune(teacher, plan, imp)
-    rec = {"strategy": strategy, "target_frac": frac, "chosen": plan.chosen, "params": pruned.config.param_count(),
+    if job:
+        pruned, student, ran = load_student(job, teacher, name, imp)
+        chosen = ran["chosen"]
+    else:
+        pruned, plan = prune_student(teacher, name, imp)
+        chosen = plan.chosen
+    rec = {"strategy": strategy, "target_frac": frac, "chosen": chosen, "params": pruned.config.param_count(),
            "params_frac": pruned.config.param_count() / teacher.config.param_count()}
     ref = torch_engine(teacher)
     t = time.perf_counter()
     rec["pruned_fp32"] = quality(torch_engine(pruned), ref, dd)
     rec["eval_s"] = round(time.perf_counter() - t, 1)
     print(f"[{name}] pruned: {rec['params'] / 1e6:.1f}M params, {rec['pruned_fp32']}", file=sys.stderr)
-    cfg = DistillConfig(steps=0, lr=5e-4, warmup_steps=0, micro_batch=4, seq_len=256, seed=0)
-    student = copy.deepcopy(pruned)
-    step_s = timed_steps(teacher, student, cfg)
-    cfg.steps = max(10, int(minutes * 60 / step_s))
-    cfg.warmup_steps = max(1, cfg.steps // 20)
-    print(f"[{name}] {step_s:.2f} s/step -> {cfg.steps} steps in {minutes:g} min", file=sys.stderr)
-    t = time.perf_counter()
-    distill(teacher, student, cfg)
-    rec["distill"] = {"steps": cfg.steps, "step_s_probe": round(step_s, 3), "wall_s": round(time.perf_counter() - t, 1),
-                      "tokens_seen": cfg.steps * cfg.micro_batch * cfg.seq_len, "lr": cfg.lr, "seq_len": cfg.seq_len,
-                      "micro_batch": cfg.micro_batch, "first": cfg.log[0], "last": cfg.log[-1],
-                      "curve": cfg.log[:: max(1, cfg.steps // 25)]}
+    if job:
+        spec = json.loads((job / "job.json").read_text())["students"][name]
+        cfg = distill_config(ran["steps"])
+        rec["distill"] = {"step_s_probe": spec["cpu_step_s"], "ran_on": ran["device"], "wall_s": ran["wall_s"],
+                          "first": ran["first"], "last": ran["last"], "curve": ran["curve"]}
+    else:
+        student = copy.deepcopy(pruned)
+        step_s = timed_steps(teacher, student, distill_config())
+        cfg = distill_config(max(10, int(minutes * 60 / step_s)))
+        print(f"[{name}] {step_s:.2f} s/step -> {cfg.steps} steps in {minutes:g} min", file=sys.stderr)
+        t = time.perf_counter()
+        distill(teacher, student, cfg)
+        rec["distill"] = {"step_s_probe": round(step_s, 3), "ran_on": "cpu", "wall_s": round(time.perf_counter() - t, 1),
+                          "first": cfg.log[0], "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 25)]}
+    rec["distill"].update(steps=cfg.steps, tokens_seen=cfg.steps * cfg.micro_batch * cfg.seq_len, lr=cfg.lr,
+                          seq_len=cfg.seq_len, micro_batch=cfg.micro_batch)
     rec["distilled_fp32"] = quality(torch_engine(student), ref, dd)
     print(f"[{name}] distilled: {rec['distilled_fp32']}", file=sys.stderr)
     write_hf(student, home / "distilled")
@@ -166,30 +157,36 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--reuse", action="store_true", help="reuse students already distilled with this budget")
     ap.add_argument("--calib-seqs", type=int, default=64, help="chit-chat sequences (512 tokens) for importance")
+    ap.add_argument("--from-job", type=Path, help="take the students that compress_job.py distilled (its budget)")
     args = ap.parse_args()
 
     import torch
 
-    from converters.prune import measure_importance
+    from converters.prune import Importance
     from edgechat.data import read_eval_data
-    from edgechat.pipeline import calibration_sequences
     from edgechat.sources import load_model
 
     torch.set_num_threads(THREADS)
-    bench = Bench("bench_compress")
+    bench = Bench("bench_compress" + (f"-{args.from_job.name}" if args.from_job else ""))
     teacher = load_model(None)
     dd = read_eval_data(DATA / "dailydialog" / "dialogues_test.txt", max_dialogues=args.dialogues)
-    t = time.perf_counter()
-    imp = measure_importance(teacher, calibration_sequences(teacher, None, limit=args.calib_seqs))
-    importance_s = time.perf_counter() - t
+    job = args.from_job
+    if job:  # the job's importance, budget and students
+        spec = json.loads((job / "job.json").read_text())
+        imp = Importance(**torch.load(job / "importance.pt"))
+        args.minutes, args.calib_seqs, importance_s = spec["minutes"], spec["calib_seqs"], spec["importance_s"]
+    else:
+        t = time.perf_counter()
+        imp = importance(teacher, args.calib_seqs)
+        importance_s = time.perf_counter() - t
     names = args.students.split(",")
     recs, models = {}, {}
     for n in names:
-        models[n], recs[n] = make_student(n, teacher, imp, args.minutes, dd, args.reuse)
+        models[n], recs[n] = make_student(n, teacher, imp, args.minutes, dd, args.reuse, job)
 
     ggufs = {"teacher": export_q4km(teacher, CACHE / "compress" / "teacher")}
     for n in names:
-        ggufs[n] = export_q4km(models[n], CACHE / "compress" / f"{n}-{args.minutes:g}min" / "gguf")
+        ggufs[n] = export_q4km(models[n], student_home(n, args.minutes, job) / "gguf")
     ref = torch_engine(teacher)
     q4 = {k: quality(gguf_engine(p), ref, dd) for k, p in ggufs.items()}
     speed = decode_speed(ggufs, args.rounds, args.tokens)
@@ -207,9 +204,14 @@ def main():
                      r["distilled_fp32"]["ppl"], r["distilled_fp32"]["ppl"] / teacher_ppl, q4[n]["ppl"], q4[n]["mean_kld"]])
     kld_rows = [[n, recs[n]["pruned_fp32"]["mean_kld"], recs[n]["distilled_fp32"]["mean_kld"],
                  recs[n]["pruned_fp32"]["top1_agreement"], recs[n]["distilled_fp32"]["top1_agreement"],
-                 recs[n]["distill"]["steps"], recs[n]["distill"]["tokens_seen"], recs[n]["distill"]["wall_s"]] for n in names]
-    md = (f"Teacher: SmolLM2-135M-Instruct (embedded Q4_1 GGUF, dequantized to fp32). Distillation budget "
-          f"{args.minutes:g} min of wall time per student on {THREADS} threads (chit-chat conversations 0-3000, "
+                 recs[n]["distill"]["steps"], recs[n]["distill"]["tokens_seen"], recs[n]["distill"]["step_s_probe"],
+                 recs[n]["distill"]["wall_s"]] for n in names]
+    ran_on = recs[names[0]]["distill"]["ran_on"]
+    budget = (f"the steps that {THREADS} quiet CPU threads of this machine do in {args.minutes:g} min (seconds per step "
+              f"measured per student), run on {ran_on} in fp32 (TF32 off), weights returned in fp16" if job else
+              f"{args.minutes:g} min of wall time per student on {THREADS} threads")
+    md = (f"Teacher: SmolLM2-135M-Instruct (embedded Q4_1 GGUF, dequantized to fp32). Distillation budget: "
+          f"{budget} (chit-chat conversations 0-3000, "
           f"sequences of 256 tokens, 4 per step, KL of logits at T=1, AdamW lr 5e-4 warm-up + cosine). Quality on "
           f"the assistant turns of {args.dialogues} DailyDialog test dialogues (n_ctx {N_CTX}); KLD vs the fp32 "
           f"teacher. Decode: llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved "
@@ -221,7 +223,7 @@ def main():
           + f"\n\nGoals: the 50% student decodes at least {SPEED_GOAL}x the teacher; distilled perplexity at most "
             f"{PPL_GOAL}x the teacher's ({teacher_ppl:.2f} fp32).\n\n"
           + md_table(["student", "KLD pruned", "KLD distilled", "top-1 pruned", "top-1 distilled", "steps",
-                      "tokens seen", "distill s"], kld_rows)
+                      "tokens seen", "CPU s/step", f"distill s ({ran_on})"], kld_rows)
           + "\n\n## Answers (greedy, Q4_K_M, 80 tokens at most)\n")
     for i, (system, q) in enumerate(questions):
         md += f"\n### {q.splitlines()[0][:120]}\n" + (f"(system: {system})\n" if system else "")

@@ -34,6 +34,7 @@ class DistillConfig:
     max_dialogues: int = 3000
     checkpoint: str | None = None
     checkpoint_every: int = 50
+    device: str = "cpu"  # "cuda" trains on a GPU (one per process under torchrun); the student comes back on the CPU
     log: list = field(default_factory=list)
 
 
@@ -88,6 +89,18 @@ def batch_indices(step: int, n: int, global_batch: int, seed: int) -> torch.Tens
     return perm[k * global_batch:(k + 1) * global_batch]
 
 
+def train_device(cfg: DistillConfig) -> torch.device:
+    if cfg.device.split(":")[0] not in ("cpu", "cuda"):
+        raise EdgechatError(f"unknown distillation device {cfg.device!r}: use cpu or cuda")
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EdgechatError(f"distillation device {cfg.device!r} is not available: torch sees no CUDA GPU here")
+        if dev.index is None:  # torchrun: one GPU per process
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
 def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None) -> Model:
     """Train student.module in place against teacher; returns the student. cfg.log gets (step, loss, kl)."""
     if teacher.config.vocab_size != student.config.vocab_size:
@@ -96,31 +109,32 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None) -
     if cfg.beta_hidden and teacher.config.hidden_size != student.config.hidden_size:
         raise EdgechatError("the hidden-state loss needs equal hidden sizes; set beta_hidden = 0 after hidden pruning")
     rank, world = dist_info()
+    dev = train_device(cfg)
     torch.manual_seed(cfg.seed)
     data = training_tokens(teacher, cfg)
     global_batch = cfg.micro_batch * cfg.grad_accum * world
-    module = student.module.train().requires_grad_(True)
+    module = student.module.to(dev).train().requires_grad_(True)
     model = module
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(module)
+        model = torch.nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     start = 0
     if cfg.checkpoint and Path(cfg.checkpoint).exists():
-        state = torch.load(cfg.checkpoint, weights_only=False)
+        state = torch.load(cfg.checkpoint, weights_only=False, map_location=dev)
         module.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         start, cfg.log[:] = state["step"], state["log"]
-    teacher.module.eval().requires_grad_(False)
+    teacher.module.to(dev).eval().requires_grad_(False)
     advance = progress.step("distilling", total=cfg.steps) if progress and rank == 0 else None
     for step in range(start, cfg.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         idx = batch_indices(step, len(data), global_batch, cfg.seed)
         mine = idx[rank * cfg.micro_batch * cfg.grad_accum:(rank + 1) * cfg.micro_batch * cfg.grad_accum]
-        loss_sum, kl_sum = torch.zeros(()), torch.zeros(())
+        loss_sum, kl_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
         for a in range(cfg.grad_accum):
-            tokens = data[mine[a * cfg.micro_batch:(a + 1) * cfg.micro_batch]]
+            tokens = data[mine[a * cfg.micro_batch:(a + 1) * cfg.micro_batch]].to(dev)
             with torch.no_grad():
                 t_hidden = teacher.module(tokens, hidden=True)
                 t_logits = teacher.module.lm_head(t_hidden)
@@ -151,7 +165,8 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None) -
             progress.progress.update(progress._task, description=f"distilling: loss {float(loss_sum):.4f} KL {float(kl_sum):.4f}")
         if cfg.checkpoint and rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(Path(cfg.checkpoint), module, opt, step + 1, cfg.log)
-    module.eval().requires_grad_(False)
+    module.to("cpu").eval().requires_grad_(False)
+    teacher.module.to("cpu")
     return student
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import click
 
 
-def init_distributed() -> tuple[int, int]:
+def init_distributed(device: str = "cpu") -> tuple[int, int]:
     """Join the torchrun process group (gloo on CPU, nccl on GPUs); one process otherwise."""
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
@@ -35,12 +35,14 @@ def init_distributed() -> tuple[int, int]:
 @click.option("--alpha-ce", default=0.0, show_default=True, help="Weight of cross-entropy on the data.")
 @click.option("--beta-hidden", default=0.0, show_default=True, help="Weight of the final hidden-state MSE.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Train on the CPU or a CUDA GPU (one per process under torchrun); the result is the same recipe.")
 @click.option("--data", type=click.Path(), help="Dialogue or text file (default: chit-chat conversations).")
 @click.option("--checkpoint", type=click.Path(), help="Save here every --checkpoint-every steps; resume from it if present.")
 @click.option("--checkpoint-every", default=50, show_default=True)
 @click.option("--loss-log", "log_path", type=click.Path(path_type=Path), help="Write the loss curve as JSON here.")
 def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, lr, warmup_steps, temperature,
-            alpha_ce, beta_hidden, seed, data, checkpoint, checkpoint_every, log_path):
+            alpha_ce, beta_hidden, seed, device, data, checkpoint, checkpoint_every, log_path):
     """Distill TEACHER (any SOURCE) into STUDENT (an HF directory, e.g. a pruned model from
     `convert --format hf`), with KL divergence of softened logits on chat-formatted dialogue."""
     from converters.distill import DistillConfig, config_dict
@@ -50,11 +52,11 @@ def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, 
     from edgechat.progress import Steps
     from edgechat.sources import load_model
 
-    rank, world = init_distributed()
+    rank, world = init_distributed(device)
     cfg = DistillConfig(steps=steps, micro_batch=micro_batch, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
                         warmup_steps=warmup_steps, temperature=temperature, alpha_ce=alpha_ce,
                         beta_hidden=beta_hidden, seed=seed, data=data, checkpoint=checkpoint,
-                        checkpoint_every=checkpoint_every)
+                        checkpoint_every=checkpoint_every, device=device)
     t_model, s_model = load_model(teacher), load_model(student)
     with Steps(enabled=rank == 0) as steps_ui:
         run_distill(t_model, s_model, cfg, progress=steps_ui)

@@ -24,7 +24,8 @@ class RMSNorm(nn.Module):
 
 def rope_tables(cfg: ModelConfig, positions: torch.Tensor):
     """cos/sin for the half-split (Hugging Face) rotary layout, computed in float32 as transformers does."""
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float() / cfg.head_dim))
+    idx = torch.arange(0, cfg.head_dim, 2, dtype=torch.int64, device=positions.device)
+    inv_freq = 1.0 / (cfg.rope_theta ** (idx.float() / cfg.head_dim))
     freqs = positions.float()[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
@@ -79,8 +80,8 @@ class Attention(nn.Module):
             mask, causal = None, True
         else:
             k, v = self.kv_cache.update(start_pos, k, v)
-            q_pos = torch.arange(start_pos, start_pos + t)[:, None]
-            mask, causal = torch.arange(k.shape[2])[None, :] <= q_pos, False
+            q_pos = torch.arange(start_pos, start_pos + t, device=x.device)[:, None]
+            mask, causal = torch.arange(k.shape[2], device=x.device)[None, :] <= q_pos, False
         if cfg.n_rep > 1:
             k = k.repeat_interleave(cfg.n_rep, dim=1)
             v = v.repeat_interleave(cfg.n_rep, dim=1)
@@ -143,7 +144,7 @@ class Transformer(nn.Module):
         an int writes the cache at [start_pos, start_pos+T) and attends to everything before it."""
         t = tokens.shape[1]
         pos0 = 0 if start_pos is None else start_pos
-        cos, sin = rope_tables(self.cfg, torch.arange(pos0, pos0 + t))
+        cos, sin = rope_tables(self.cfg, torch.arange(pos0, pos0 + t, device=tokens.device))
         x = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
             x = layer(x, cos, sin, start_pos)

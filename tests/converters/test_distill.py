@@ -1,10 +1,12 @@
 """Knowledge distillation: it lowers KL to the teacher; 1 and 2 DDP processes agree; resume is exact."""
 import json
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from converters.distill import DistillConfig, distill
 from converters.hf_writer import write_hf
@@ -84,3 +86,28 @@ def test_ddp_two_processes_match_one(stories_model, tmp_path):
     assert len(one) == len(two) == 6
     assert max(abs(a - b) for a, b in zip(one, two)) < 1e-4 * max(one)
     shutil.rmtree(tmp_path / "out1")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "unknown distillation device 'tpu': use cpu or cuda"),
+    pytest.param("cuda", "distillation device 'cuda' is not available: torch sees no CUDA GPU here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")),
+])
+def test_unusable_device_refused(stories_model, device, message):
+    student = pruned_student(stories_model)
+    with pytest.raises(EdgechatError, match=re.escape(message)):
+        distill(stories_model, student, DistillConfig(steps=1, device=device))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(stories_model):
+    """The same steps on a GPU follow the CPU's loss curve, and the student comes back on the CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    logs = {}
+    for device in ("cpu", "cuda"):
+        s = pruned_student(stories_model)
+        cfg = DistillConfig(steps=20, micro_batch=4, seq_len=128, lr=1e-3, max_dialogues=200, device=device)
+        distill(stories_model, s, cfg)
+        logs[device] = [x[2] for x in cfg.log]
+        assert next(s.module.parameters()).device.type == "cpu"
+    assert logs["cuda"] == pytest.approx(logs["cpu"], rel=1e-3)
