@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (THREADS, Bench, artifact, cached_convert, cpu_busy_cores, md_table, median, rotate,  # noqa: E402
-                    summary, wait_quiet)
+from common import (THREADS, Bench, add_interleave_args, artifact, cached_convert, cpu_busy_cores, md_table, median,  # noqa: E402
+                    rotate, summary, wait_quiet)
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 N_CTX = 2048
@@ -152,12 +152,7 @@ def interleaved(s: Sides, order: list[str], chunk: int) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--chunk", type=int, default=16, help="tokens per turn in the interleaved measurement")
-    ap.add_argument("--max-busy", type=float, default=0.3, help="cores other processes may keep busy for a quiet round")
-    ap.add_argument("--quiet-timeout", type=float, default=60.0, help="longest wait for a quiet machine per round (s)")
-    ap.add_argument("--fresh", action="store_true", help="reconvert instead of using benchmarks/.cache")
+    add_interleave_args(ap, rounds=7, tokens=128)
     args = ap.parse_args()
     bench = Bench("bench_chat_overhead")
 

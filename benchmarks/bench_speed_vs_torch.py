@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (THREADS, Bench, artifact, cached_convert, cpu_busy_cores, md_table, median,  # noqa: E402
-                    memcpy_bandwidth, ratio, rotate, rss_mb, summary, wait_quiet)
+from common import (THREADS, Bench, add_interleave_args, artifact, cached_convert, cpu_busy_cores, md_table,  # noqa: E402
+                    median, memcpy_bandwidth, ratio, rotate, rss_mb, summary, wait_quiet)
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 N_CTX = 2048
@@ -117,12 +117,7 @@ class Worker:
 # -- parent -------------------------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--chunk", type=int, default=16, help="tokens per turn in the interleaved measurement")
-    ap.add_argument("--max-busy", type=float, default=0.3, help="cores other processes may keep busy for a quiet round")
-    ap.add_argument("--quiet-timeout", type=float, default=60.0, help="longest wait for a quiet machine per round (s)")
-    ap.add_argument("--fresh", action="store_true", help="reconvert instead of using benchmarks/.cache")
+    add_interleave_args(ap, rounds=5, tokens=64)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -324,3 +324,13 @@ if __name__ == "__main__":
         print(memcpy_bandwidth())
     else:
         print(json.dumps({"machine": machine(), "loadavg": loadavg(), "library_hash": library_hash()}, indent=2))
+
+
+def add_interleave_args(ap, rounds: int, tokens: int) -> None:
+    """The options of the benchmarks that interleave compared engines turn by turn."""
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--tokens", type=int, default=tokens)
+    ap.add_argument("--chunk", type=int, default=16, help="tokens per turn in the interleaved measurement")
+    ap.add_argument("--max-busy", type=float, default=0.3, help="cores other processes may keep busy for a quiet round")
+    ap.add_argument("--quiet-timeout", type=float, default=60.0, help="longest wait for a quiet machine per round (s)")
+    ap.add_argument("--fresh", action="store_true", help="reconvert instead of using benchmarks/.cache")
