@@ -54,5 +54,5 @@ def pte_file(out: Path) -> Path:
 
 def export_info(path: Path) -> dict:
     art = json.loads((path.parent / "edgechat.json").read_text())["artifacts"][0]
-    return {k: art.get(k) for k in ("quant", "group_size", "embedding_quant", "max_seq_len", "fused_ops",
+    return {k: art.get(k) for k in ("quant", "group_size", "embedding_quant", "head_quant", "max_seq_len", "fused_ops",
                                     "fuse_qkv", "fuse_mlp", "export_s", "bytes")}

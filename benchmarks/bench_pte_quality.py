@@ -24,7 +24,9 @@ from bench_quality import default_reference, eval_datasets  # noqa: E402  (refer
 from common import THREADS, Bench, md_table  # noqa: E402
 
 N_CTX = 512
-QUANTS = {"8da8w": "8da8w .pte", "8da4w": "8da4w .pte"}
+# name: (quant, extra export options, row label)
+VARIANTS = {"8da8w": ("8da8w", {}, "8da8w .pte"), "8da4w": ("8da4w", {}, "8da4w .pte"),
+            "8da4w-head8w": ("8da4w", {"head_quant": "8w"}, "8da4w .pte, 8-bit head")}
 
 
 def main():
@@ -41,7 +43,7 @@ def main():
 
     t = time.perf_counter()
     extra = {"eval_method": True} if args.eval_method else {}
-    paths = {q: cached_pte(q, fresh=args.fresh, **extra) for q in QUANTS}
+    paths = {v: cached_pte(q, fresh=args.fresh, **extra, **more) for v, (q, more, _) in VARIANTS.items()}
     export_s = time.perf_counter() - t
     datasets = eval_datasets(args.dialogues)
     model, ref = default_reference("edgechat-bench-pte-reflogits-")
@@ -64,7 +66,8 @@ def main():
     for quant, path in paths.items():
         w, d = results[quant]["wikitext2"], results[quant]["dailydialog"]
         info = export_info(path)
-        rows.append([QUANTS[quant], f"group {info['group_size'] or 'per-channel'}, embedding {info['embedding_quant']}",
+        rows.append([VARIANTS[quant][2], f"group {info['group_size'] or 'per-channel'}, embedding "
+                     f"{info['embedding_quant']}, head {info['head_quant'] or '-'}",
                      path.stat().st_size / 2**20, w["ppl"], w["mean_kld"], w["top1_agreement"],
                      d["ppl"], d["mean_kld"], d["top1_agreement"]])
     w0, d0 = results["8da4w"]["wikitext2"], results["8da4w"]["dailydialog"]

@@ -85,6 +85,7 @@ def main():
     bench = Bench("bench_pte_vs_llamacpp")
     ggufs = cached_convert(["q8_0", "q4_0", "q4_k_m"], fresh=args.fresh)
     arts = {"8da4w .pte (ExecuTorch)": cached_pte("8da4w", fresh=args.fresh),
+            "8da4w .pte, 8-bit head": cached_pte("8da4w", fresh=args.fresh, head_quant="8w"),
             "Q4_0 GGUF (llama.cpp)": artifact(ggufs, "q4_0"),
             "Q4_K_M GGUF (llama.cpp)": artifact(ggufs, "q4_k_m")}
     runs = {name: [] for name in arts}

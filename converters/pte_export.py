@@ -27,6 +27,7 @@ from edgechat.model import Model
 
 PTE_QUANTS = ("fp32", "8da8w", "8da4w")
 EMBEDDING_QUANTS = ("8w", "4w", "none")
+HEAD_QUANTS = ("8w", "4w")
 GROUP_SIZES = (32, 64, 128)
 DEFAULT_GROUP_SIZE = 32  # the block size of llama.cpp's Q4_0, so the two 4-bit formats compare like for like
 DEFAULT_MAX_SEQ_LEN = 2048
@@ -39,6 +40,7 @@ class PteOptions:
     group_size: int  # 0: per output channel
     embedding_quant: str
     max_seq_len: int
+    head_quant: str = ""  # the output projection's weights: "8w" or "4w" ("": fp32 program)
     fused_ops: bool = True  # llama::custom_sdpa + llama::update_cache (False: the plain-op baseline)
     fuse_qkv: bool = True
     fuse_mlp: bool = True
@@ -55,6 +57,13 @@ def check_options(quants: list[str], extra: dict) -> None:
         raise EdgechatError(f"--group-size {group} is not supported: choose one of {', '.join(map(str, GROUP_SIZES))}")
     if emb is not None and emb not in EMBEDDING_QUANTS:
         raise EdgechatError(f"--embedding-quant {emb} is not supported: choose one of {', '.join(EMBEDDING_QUANTS)}")
+    head = extra.get("head_quant")
+    if head is not None and head not in HEAD_QUANTS:
+        raise EdgechatError(f"--head-quant {head} is not supported: choose one of {', '.join(HEAD_QUANTS)}")
+    if quants == ["fp32"] and head is not None:
+        raise EdgechatError("--head-quant applies to 8da4w and 8da8w, not to --quant fp32")
+    if quants == ["8da8w"] and head == "4w":
+        raise EdgechatError("--head-quant 4w with --quant 8da8w is not supported: an 8da8w head has 8-bit weights")
     if seq is not None and seq < 2:
         raise EdgechatError(f"--max-seq-len {seq} is too small: give at least 2")
     if quants == ["fp32"] and emb not in (None, "none"):
@@ -82,6 +91,7 @@ def resolve_options(model: Model, quant: str, extra: dict) -> PteOptions:
         emb = emb or "8w"
     if quant == "8da8w" and emb == "4w":
         emb = "8w"  # a mixed 8da8w+8da4w request: the 4-bit embedding belongs to the 8da4w program
+    head = "" if quant == "fp32" else "8w" if quant == "8da8w" else extra.get("head_quant") or "4w"
     in_dims = {"hidden size": cfg.hidden_size, "intermediate size": cfg.intermediate_size,
                "attention width": cfg.num_heads * cfg.head_dim}
     bad = [(what, dim) for what, dim in in_dims.items() if group and dim % group]
@@ -95,7 +105,7 @@ def resolve_options(model: Model, quant: str, extra: dict) -> PteOptions:
     seq = extra.get("max_seq_len") or min(cfg.max_seq_len, DEFAULT_MAX_SEQ_LEN)
     if seq > cfg.max_seq_len:
         raise EdgechatError(f"--max-seq-len {seq} is beyond {model.name}'s {cfg.max_seq_len} positions")
-    return PteOptions(quant=quant, group_size=group, embedding_quant=emb, max_seq_len=seq,
+    return PteOptions(quant=quant, group_size=group, embedding_quant=emb, max_seq_len=seq, head_quant=head,
                       fused_ops=extra.get("fused_ops", True), fuse_qkv=extra.get("fuse_qkv", True),
                       fuse_mlp=extra.get("fuse_mlp", True), eval_method=extra.get("eval_method", False))
 
@@ -172,7 +182,12 @@ def quantize_module(module, opts: PteOptions):
         group = opts.group_size if bits == 4 else 0
         module = get_quant_embedding_transform(f"{bits},{group}", quantize_with_hqq=False)(module)
     if opts.quant != "fp32":
+        head = None
+        if opts.quant == "8da4w" and opts.head_quant == "8w":  # as llama.cpp keeps the output at 8 bits
+            head, module.lm_head = module.lm_head, torch.nn.Identity()
         module = quantize(module, opts.quant, group_size=opts.group_size, quantize_with_hqq=False)
+        if head is not None:
+            module.lm_head = quantize(torch.nn.Sequential(head), "8da8w", group_size=0, quantize_with_hqq=False)[0]
     return module
 
 
@@ -243,7 +258,7 @@ def export_pte_file(model: Model, path: Path, opts: PteOptions, step=lambda *_a,
     t0 = time.perf_counter()
     write_program(build_program(model, opts, step), path)
     return {"file": path.name, "format": "pte", "quant": opts.quant, "group_size": opts.group_size,
-            "embedding_quant": opts.embedding_quant, "max_seq_len": opts.max_seq_len,
+            "embedding_quant": opts.embedding_quant, "head_quant": opts.head_quant, "max_seq_len": opts.max_seq_len,
             "fused_ops": opts.fused_ops, "fuse_qkv": opts.fuse_qkv, "fuse_mlp": opts.fuse_mlp,
             "methods": ["forward", "forward_all"] if opts.eval_method else ["forward"],
             "export_s": round(time.perf_counter() - t0, 1)}

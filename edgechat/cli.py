@@ -52,6 +52,8 @@ def cli():
 @click.option("--group-size", type=int, help="pte: weights per quantization group, 32, 64 or 128 "
               "(default: 32 for 8da4w, per-channel for 8da8w).")
 @click.option("--embedding-quant", help="pte: 8w, 4w or none (default: 4w with 8da4w, 8w with 8da8w, none with fp32).")
+@click.option("--head-quant", help="pte: 8w or 4w weights for the output projection (default: those of the other "
+              "linears; 8w keeps the head at 8 bits under 8da4w, as llama.cpp's Q4 types do).")
 @click.option("--max-seq-len", type=int, help="pte: context length of the static KV cache "
               "(default: the model's, at most 2048).")
 @click.option("--imatrix", is_flag=True, help="Quantize Q4_0/Q4_K_M with an importance matrix from --calib text.")
@@ -66,8 +68,8 @@ def cli():
               "plan that puts layers on a Vulkan or Core ML accelerator also writes that accelerator's artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @compression_options
-def convert(source, out_dir, formats, quants, group_size, embedding_quant, max_seq_len, imatrix, calib, eval_data,
-            no_eval, threads, target, accelerator, as_json, **compression):
+def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_quant, max_seq_len, imatrix, calib,
+            eval_data, no_eval, threads, target, accelerator, as_json, **compression):
     """Convert SOURCE into artifacts in OUTPUT, with quality figures vs the fp32 model."""
     from edgechat.pipeline import ConvertOptions, convert as run_convert
     from edgechat.progress import Steps
@@ -78,7 +80,8 @@ def convert(source, out_dir, formats, quants, group_size, embedding_quant, max_s
                           calib=calib, eval_data=eval_data, evaluate=not no_eval, threads=threads, target=target,
                           on=accelerator,
                           extra={k: v for k, v in (("group_size", group_size), ("max_seq_len", max_seq_len),
-                                                   ("embedding_quant", embedding_quant and embedding_quant.lower()))
+                                                   ("embedding_quant", embedding_quant and embedding_quant.lower()),
+                                                   ("head_quant", head_quant and head_quant.lower()))
                                  if v is not None})
     opts.recipe = recipe_from_cli(**compression)
     if opts.recipe:

@@ -11,7 +11,7 @@ from edgechat.sources import default_model_path
 from runtimes.llama_cpp_engine import LlamaCppEngine
 from runtimes.pte_engine import REQUIRED_METADATA, PteEngine, read_program
 from runtimes.torch_engine import TorchEngine
-from tests.conftest import KNOWN_STORY, PARIS_SYSTEM, STORIES_SEQ, artifact, run_cli
+from tests.conftest import KNOWN_STORY, PARIS_SYSTEM, STORIES_SEQ, artifact, run_cli, shared_export
 
 QUESTION = "What is the capital of France?"
 
@@ -78,6 +78,23 @@ def test_text_llm_runner_gives_the_same_greedy_text(stories_out, capfd):
     assert "".join(pieces) == ours.text and ours.text.startswith(KNOWN_STORY)
 
 
+def test_8bit_head_brings_8da4w_logits_closer_to_fp32(tmp_path_factory, tiny_qwen2_dir):
+    """--head-quant 8w keeps the output projection at 8 bits under 8da4w; the body is the same program.
+    (A tiny Qwen2: stories260K's 172-wide MLP takes no 4-bit groups.)"""
+    from edgechat.sources import load_model
+
+    ref = TorchEngine(load_model(tiny_qwen2_dir), n_ctx=64)
+    ids = list(range(3, 40))
+    want = ref.logits_all(ids)
+    err = {}
+    for head in ("4w", "8w"):
+        out = shared_export(tmp_path_factory, f"qwen2-8da4w-head{head}", tiny_qwen2_dir, ["8da4w"],
+                            max_seq_len=64, head_quant=head, eval_method=True)
+        assert json.loads((out / "edgechat.json").read_text())["artifacts"][0]["head_quant"] == head
+        err[head] = float(np.abs(PteEngine(artifact(out, "pte", "8da4w"), threads=2).logits_all(ids) - want).mean())
+    assert err["8w"] < 0.8 * err["4w"], err
+
+
 def test_smollm2_8da4w_answers_paris(smol_8da4w):
     manifest = json.loads((smol_8da4w / "edgechat.json").read_text())
     art = manifest["artifacts"][0]
@@ -114,6 +131,9 @@ def convert_refused(tmp_path, source, message, *args):
     (["--quant", "8da8w", "--embedding-quant", "4w"], "--embedding-quant 4w with --quant 8da8w is not supported"),
     (["--quant", "8da4w", "--group-size", "48"], "--group-size 48 is not supported"),
     (["--quant", "8da4w", "--embedding-quant", "2w"], "--embedding-quant 2w is not supported"),
+    (["--quant", "8da4w", "--head-quant", "2w"], "--head-quant 2w is not supported: choose one of 8w, 4w"),
+    (["--quant", "fp32", "--head-quant", "8w"], "--head-quant applies to 8da4w and 8da8w, not to --quant fp32"),
+    (["--quant", "8da8w", "--head-quant", "4w"], "--head-quant 4w with --quant 8da8w is not supported"),
     (["--quant", "q4_0"], "unknown quant type 'q4_0' for format pte"),
 ])
 def test_unsupported_options_refused_before_loading(tmp_path, stories_dir, args, message):
