@@ -25,10 +25,10 @@ from common import THREADS, median, wait_quiet  # noqa: E402
 STUDENTS = {"w70": ("width", 0.70), "w50": ("width", 0.50), "d50": ("depth", 0.50), "d70": ("depth", 0.70)}
 
 
-def distill_config(steps: int = 0, device: str = "cpu"):
+def distill_config(steps: int = 0, device: str = "cpu", lr: float = 5e-4):
     from converters.distill import DistillConfig
 
-    return DistillConfig(steps=steps, lr=5e-4, warmup_steps=max(1, steps // 20), micro_batch=4, seq_len=256,
+    return DistillConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), micro_batch=4, seq_len=256,
                          seed=0, device=device)
 
 
@@ -91,25 +91,32 @@ def plan(job: Path, minutes: float, names: list[str], calib_seqs: int) -> None:
     (job / "job.json").write_text(json.dumps(spec, indent=2))
 
 
-def run(job: Path, teacher_path: Path, device: str, only: list[str] | None) -> None:
+def run(job: Path, teacher_path: Path, device: str, only: list[str] | None, lr: float = 5e-4,
+        eval_data: Path | None = None) -> None:
+    """Distil the job's students; with eval_data, also score them there (PPL and KLD vs the teacher, fp32),
+    which is how a learning rate is chosen on held-out text without bringing the weights back."""
     import torch
     from safetensors.torch import save_file
 
     from converters.distill import distill
     from converters.prune import Importance
+    from edgechat.data import read_eval_data
+    from edgechat.evaluate import evaluate
     from edgechat.sources import load_model
+    from runtimes.torch_engine import TorchEngine
 
     torch.backends.cuda.matmul.allow_tf32 = False  # the CPU's fp32 arithmetic, not TF32's 10-bit mantissa
     spec = json.loads((job / "job.json").read_text())
     imp = Importance(**torch.load(job / "importance.pt"))
     teacher = load_model(teacher_path)
-    out = job / "out"
+    out = job / ("out" if lr == 5e-4 else f"out-lr{lr:g}")
     out.mkdir(exist_ok=True)
+    data = read_eval_data(eval_data, max_dialogues=30) if eval_data else None
     for n, s in spec["students"].items():
         if only and n not in only:
             continue
         student, _ = prune_student(teacher, n, imp)
-        cfg = distill_config(s["steps"], device)
+        cfg = distill_config(s["steps"], device, lr)
         t = time.perf_counter()
         distill(teacher, student, cfg)
         wall = time.perf_counter() - t
@@ -119,7 +126,12 @@ def run(job: Path, teacher_path: Path, device: str, only: list[str] | None) -> N
         save_file({k: v.half().contiguous() for k, v in sd.items()}, str(out / f"{n}.safetensors"))
         dev = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
         rec = {"steps": cfg.steps, "device": dev, "wall_s": round(wall, 1), "first": cfg.log[0], "last": cfg.log[-1],
-               "curve": cfg.log[:: max(1, cfg.steps // 25)], "config": {k: v for k, v in vars(cfg).items() if k != "log"}}
+               "curve": cfg.log[:: max(1, cfg.steps // 25)],
+               "config": {k: v for k, v in vars(cfg).items() if k != "log"}}
+        if data is not None:
+            q = evaluate(TorchEngine(student, n_ctx=512), TorchEngine(teacher, n_ctx=512), data, n_ctx=512).as_dict()
+            rec["eval"] = {"data": str(eval_data), **q}
+            print(f"[{n}] {eval_data.name}: PPL {q['ppl']:.2f} ({q['ppl_ratio']:.3f}x the teacher), KLD {q['mean_kld']:.3f}")
         (out / f"{n}.json").write_text(json.dumps(rec, indent=2))
         print(f"[{n}] {cfg.steps} steps on {dev} in {wall:.0f} s: KL {cfg.log[0][2]:.3f} -> {cfg.log[-1][2]:.3f}")
 
@@ -150,11 +162,13 @@ def main():
     ap.add_argument("--calib-seqs", type=int, default=64, help="plan: chit-chat sequences (512 tokens) for importance")
     ap.add_argument("--teacher", type=Path, help="run: the teacher GGUF (default: the embedded SmolLM2)")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--lr", type=float, default=5e-4, help="run: peak learning rate (results in out-lrLR/ unless 5e-4)")
+    ap.add_argument("--eval", type=Path, help="run: score each student on this text/dialogue file where it ran")
     a = ap.parse_args()
     if a.stage == "plan":
         plan(a.job, a.minutes, a.students.split(","), a.calib_seqs)
     else:
-        run(a.job, a.teacher, a.device, a.students.split(",") if a.students != "w70,w50,d50" else None)
+        run(a.job, a.teacher, a.device, a.students.split(",") if a.students != "w70,w50,d50" else None, a.lr, a.eval)
 
 
 if __name__ == "__main__":
