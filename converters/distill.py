@@ -101,8 +101,9 @@ def train_device(cfg: DistillConfig) -> torch.device:
     return dev
 
 
-def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None) -> Model:
-    """Train student.module in place against teacher; returns the student. cfg.log gets (step, loss, kl)."""
+def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, on_step=None) -> Model:
+    """Train student.module in place against teacher; returns the student. cfg.log gets (step, loss, kl);
+    on_step(step, loss, kl), if given, is called after every optimizer step (on every rank)."""
     if teacher.config.vocab_size != student.config.vocab_size:
         raise EdgechatError(f"teacher and student vocabularies differ ({teacher.config.vocab_size} vs "
                             f"{student.config.vocab_size} tokens): distillation needs the same tokenizer")
@@ -160,6 +161,8 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None) -
             torch.distributed.all_reduce(stats)
             loss_sum, kl_sum = stats / world
         cfg.log.append((step, float(loss_sum), float(kl_sum)))
+        if on_step:
+            on_step(*cfg.log[-1])
         if advance:
             advance(step + 1)
             progress.progress.update(progress._task, description=f"distilling: loss {float(loss_sum):.4f} KL {float(kl_sum):.4f}")

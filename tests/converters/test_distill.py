@@ -111,3 +111,10 @@ def test_cuda_matches_cpu(stories_model):
         logs[device] = [x[2] for x in cfg.log]
         assert next(s.module.parameters()).device.type == "cpu"
     assert logs["cuda"] == pytest.approx(logs["cpu"], rel=1e-3)
+
+
+def test_on_step_sees_every_logged_step(stories_model):
+    seen = []
+    cfg = DistillConfig(steps=3, micro_batch=2, seq_len=64, max_dialogues=50)
+    distill(stories_model, pruned_student(stories_model), cfg, on_step=lambda *a: seen.append(a))
+    assert seen == cfg.log and [s[0] for s in seen] == [0, 1, 2]
