@@ -206,13 +206,13 @@ def main():
                  recs[n]["pruned_fp32"]["top1_agreement"], recs[n]["distilled_fp32"]["top1_agreement"],
                  recs[n]["distill"]["steps"], recs[n]["distill"]["tokens_seen"], recs[n]["distill"]["step_s_probe"],
                  recs[n]["distill"]["wall_s"]] for n in names]
-    ran_on = recs[names[0]]["distill"]["ran_on"]
+    ran_on, recipe = recs[names[0]]["distill"]["ran_on"], distill_config()
     budget = (f"the steps that {THREADS} quiet CPU threads of this machine do in {args.minutes:g} min (seconds per step "
               f"measured per student), run on {ran_on} in fp32 (TF32 off), weights returned in fp16" if job else
               f"{args.minutes:g} min of wall time per student on {THREADS} threads")
     md = (f"Teacher: SmolLM2-135M-Instruct (embedded Q4_1 GGUF, dequantized to fp32). Distillation budget: "
-          f"{budget} (chit-chat conversations 0-3000, "
-          f"sequences of 256 tokens, 4 per step, KL of logits at T=1, AdamW lr 5e-4 warm-up + cosine). Quality on "
+          f"{budget} (chit-chat conversations 0-3000, sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per "
+          f"step, KL of logits at T={recipe.temperature:g}, AdamW lr {recipe.lr:g} warm-up + cosine). Quality on "
           f"the assistant turns of {args.dialogues} DailyDialog test dialogues (n_ctx {N_CTX}); KLD vs the fp32 "
           f"teacher. Decode: llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved "
           f"rounds ({speed['quiet_rounds']} quiet). Importance measured once ({importance_s:.0f} s, {args.calib_seqs} chit-chat "

@@ -317,15 +317,6 @@ class Bench:
         return RESULTS / f"{self.name}.json"
 
 
-if __name__ == "__main__":
-    if "--clean-cache" in sys.argv:
-        print("removed:", clean_cache() or "nothing")
-    elif "--memcpy" in sys.argv:
-        print(memcpy_bandwidth())
-    else:
-        print(json.dumps({"machine": machine(), "loadavg": loadavg(), "library_hash": library_hash()}, indent=2))
-
-
 def add_interleave_args(ap, rounds: int, tokens: int) -> None:
     """The options of the benchmarks that interleave compared engines turn by turn."""
     ap.add_argument("--rounds", type=int, default=rounds)
@@ -334,3 +325,12 @@ def add_interleave_args(ap, rounds: int, tokens: int) -> None:
     ap.add_argument("--max-busy", type=float, default=0.3, help="cores other processes may keep busy for a quiet round")
     ap.add_argument("--quiet-timeout", type=float, default=60.0, help="longest wait for a quiet machine per round (s)")
     ap.add_argument("--fresh", action="store_true", help="reconvert instead of using benchmarks/.cache")
+
+
+if __name__ == "__main__":
+    if "--clean-cache" in sys.argv:
+        print("removed:", clean_cache() or "nothing")
+    elif "--memcpy" in sys.argv:
+        print(memcpy_bandwidth())
+    else:
+        print(json.dumps({"machine": machine(), "loadavg": loadavg(), "library_hash": library_hash()}, indent=2))

@@ -22,10 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import THREADS, median, wait_quiet  # noqa: E402
 
+DEFAULT_LR = 5e-4  # peak learning rate of the compression recipe
 STUDENTS = {"w70": ("width", 0.70), "w50": ("width", 0.50), "d50": ("depth", 0.50), "d70": ("depth", 0.70)}
 
 
-def distill_config(steps: int = 0, device: str = "cpu", lr: float = 5e-4):
+def distill_config(steps: int = 0, device: str = "cpu", lr: float = DEFAULT_LR):
     from converters.distill import DistillConfig
 
     return DistillConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), micro_batch=4, seq_len=256,
@@ -82,7 +83,7 @@ def plan(job: Path, minutes: float, names: list[str], calib_seqs: int) -> None:
     (job / "job.json").write_text(json.dumps(spec, indent=2))
 
 
-def run(job: Path, teacher_path: Path, device: str, only: list[str] | None, lr: float = 5e-4,
+def run(job: Path, teacher_path: Path, device: str, only: list[str] | None, lr: float = DEFAULT_LR,
         eval_data: Path | None = None) -> None:
     """Distil the job's students; with eval_data, also score them there (PPL and KLD vs the teacher, fp32),
     which is how a learning rate is chosen on held-out text without bringing the weights back."""
@@ -100,7 +101,7 @@ def run(job: Path, teacher_path: Path, device: str, only: list[str] | None, lr: 
     spec = json.loads((job / "job.json").read_text())
     imp = Importance(**torch.load(job / "importance.pt"))
     teacher = load_model(teacher_path)
-    out = job / ("out" if lr == 5e-4 else f"out-lr{lr:g}")
+    out = job / ("out" if lr == DEFAULT_LR else f"out-lr{lr:g}")
     out.mkdir(exist_ok=True)
     data = read_eval_data(eval_data, max_dialogues=30) if eval_data else None
     for n, s in spec["students"].items():
@@ -149,17 +150,18 @@ def main():
     ap.add_argument("stage", choices=["plan", "run"])
     ap.add_argument("job", type=Path)
     ap.add_argument("--minutes", type=float, default=60.0, help="plan: the CPU budget per student")
-    ap.add_argument("--students", default="w70,w50,d50")
+    ap.add_argument("--students", help="comma list (plan: default w70,w50,d50; run: default all the job's students)")
     ap.add_argument("--calib-seqs", type=int, default=64, help="plan: chit-chat sequences (512 tokens) for importance")
     ap.add_argument("--teacher", type=Path, help="run: the teacher GGUF (default: the embedded SmolLM2)")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--lr", type=float, default=5e-4, help="run: peak learning rate (results in out-lrLR/ unless 5e-4)")
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR,
+                    help=f"run: peak learning rate (results in out-lrLR/ unless {DEFAULT_LR:g})")
     ap.add_argument("--eval", type=Path, help="run: score each student on this text/dialogue file where it ran")
     a = ap.parse_args()
     if a.stage == "plan":
-        plan(a.job, a.minutes, a.students.split(","), a.calib_seqs)
+        plan(a.job, a.minutes, (a.students or "w70,w50,d50").split(","), a.calib_seqs)
     else:
-        run(a.job, a.teacher, a.device, a.students.split(",") if a.students != "w70,w50,d50" else None, a.lr, a.eval)
+        run(a.job, a.teacher, a.device, a.students.split(",") if a.students else None, a.lr, a.eval)
 
 
 if __name__ == "__main__":
