@@ -25,8 +25,13 @@ def stage_quality(teacher: Model, student: Model, data, n_ctx: int) -> dict:
 
 
 def check_inputs(recipe: Recipe) -> None:
-    """The recipe's data files, read before any model work: a missing or empty file fails in a second."""
+    """The recipe's data files and training device, checked before any model work: a missing or empty file
+    or an unusable device fails in a second."""
+    from converters.distill import train_device
     from edgechat.data import read_eval_data
+
+    if recipe.distill:
+        train_device(recipe.distill)
 
     for path in (recipe.prune.calib, recipe.distill.data if recipe.distill else None, recipe.export.eval_data):
         if path:

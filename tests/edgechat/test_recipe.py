@@ -107,6 +107,14 @@ def test_empty_distillation_data_refused(stories_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_unknown_distillation_device_refused(stories_dir, tmp_path):
+    recipe = write(tmp_path, RECIPE.replace("max_dialogues = 60", 'device = "tpu"'))
+    proc = run_cli("convert", str(stories_dir), "-o", str(tmp_path / "out"), "--recipe", str(recipe))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "edgechat: error: unknown distillation device 'tpu': use cpu or cuda"
+    assert not (tmp_path / "out").exists()
+
+
 def test_prune_more_layers_than_model_has(stories_dir, tmp_path):
     proc = run_cli("convert", str(stories_dir), "-o", str(tmp_path / "out"), "--prune-layers", "9", "--no-eval")
     assert proc.returncode == 2
