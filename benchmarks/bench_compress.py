@@ -34,7 +34,7 @@ SPEED_GOAL = 1.5  # the 50% student decodes at least 1.5x the teacher (both Q4_K
 
 
 def quality(engine, reference, data) -> dict:
-    from edgechat.evaluate import evaluate
+    from edgechat.app.evaluate import evaluate
 
     q = evaluate(engine, reference, data, n_ctx=N_CTX)
     return {k: q.as_dict()[k] for k in ("ppl", "ref_ppl", "ppl_ratio", "mean_kld", "top1_agreement", "tokens_scored")}
@@ -47,18 +47,18 @@ def torch_engine(model):
 
 
 def gguf_engine(path: Path):
-    from edgechat.api import open_engine
+    from edgechat.app.api import open_engine
 
     return open_engine(path, n_ctx=N_CTX, threads=THREADS, logits_all=True)
 
 
 def export_q4km(model, out: Path) -> Path:
-    from converters import FORMATS, ExportOptions, plan_exports
-    from edgechat.progress import Steps
+    from converters import ExportOptions, get_format, plan_exports
+    from edgechat.reports.progress import Steps
 
     plan_exports(["gguf"], ["q4_k_m"])
     out.mkdir(parents=True, exist_ok=True)
-    arts = FORMATS["gguf"].export(model, out, ["q4_k_m"], ExportOptions(threads=THREADS), Steps(enabled=False))
+    arts = get_format("gguf").export(model, out, ["q4_k_m"], ExportOptions(threads=THREADS), Steps(enabled=False))
     return out / arts[0]["file"]
 
 
@@ -70,7 +70,7 @@ def make_student(name: str, teacher, imp, minutes: float, dd, reuse: bool, job: 
     """Prune, evaluate, distil (here, or take the student that compress_job.py distilled), evaluate."""
     from converters.distill import distill
     from converters.hf_writer import write_hf
-    from edgechat.load_hf import load_hf
+    from edgechat.core.load_hf import load_hf
 
     strategy, frac = STUDENTS[name]
     home = student_home(name, minutes, job)
@@ -163,8 +163,8 @@ def main():
     import torch
 
     from converters.prune import Importance
-    from edgechat.data import read_eval_data
-    from edgechat.sources import load_model
+    from edgechat.core.data import read_eval_data
+    from edgechat.core.sources import load_model
 
     torch.set_num_threads(THREADS)
     bench = Bench("bench_compress" + (f"-{args.from_job.name}" if args.from_job else ""))

@@ -124,8 +124,8 @@ def main():
     thread_counts = [int(t) for t in args.threads.split(",")]
     bench = Bench("bench_planner")
 
-    from edgechat.machine_load import LoadMonitor, wait_for_quiet
-    from edgechat.targeting import get_profile, plan_for
+    from edgechat.probes.machine_load import LoadMonitor, wait_for_quiet
+    from edgechat.app.targeting import get_profile, plan_for
 
     out = cached_convert(list(QUANTS), fresh=args.fresh)
     paths = {q: artifact(out, q) for q in QUANTS}

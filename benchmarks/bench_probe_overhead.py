@@ -38,7 +38,7 @@ def one_reply(chat, probes: bool, tokens: int) -> dict:
 
 def micro(chat, tokens: int) -> dict:
     """Costs of the probe code itself, in isolation."""
-    from edgechat.probe import ReplyTimer, Stats
+    from edgechat.probes.latency import ReplyTimer, Stats
 
     timer = ReplyTimer()
     n = 200_000
@@ -78,7 +78,7 @@ def main():
     bench = Bench("bench_probe_overhead")
 
     import edgechat
-    from edgechat.machine_load import LoadMonitor
+    from edgechat.probes.machine_load import LoadMonitor
 
     path = artifact(cached_convert([args.quant], fresh=args.fresh), args.quant)
     chat = edgechat.load(path, threads=args.threads, n_ctx=1024, max_tokens=args.tokens)

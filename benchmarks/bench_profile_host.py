@@ -32,7 +32,7 @@ def main():
     args = ap.parse_args()
     bench = Bench("bench_profile_host")
 
-    from edgechat.machine_load import wait_for_quiet
+    from edgechat.probes.machine_load import wait_for_quiet
 
     out = cached_convert(["q4_k_m", "q8_0"], fresh=args.fresh)
     arts = [artifact(out, "q4_k_m"), artifact(out, "q8_0")]

@@ -37,8 +37,8 @@ def cached_pte(quant: str, fresh: bool = False, **extra) -> Path:
             return pte_file(out)
         if out.exists():
             shutil.rmtree(out)
-        from edgechat.pipeline import ConvertOptions, convert
-        from edgechat.progress import Steps
+        from edgechat.app.pipeline import ConvertOptions, convert
+        from edgechat.reports.progress import Steps
 
         t = time.perf_counter()
         convert(None, out, ConvertOptions(formats=["pte"], quants=[quant], evaluate=False, threads=THREADS,

@@ -1,6 +1,6 @@
 """Quality of SmolLM2-135M-Instruct as 8da4w and 8da8w .pte programs against the fp32 reference (the embedded
 Q4_1 GGUF dequantized, run by the torch engine): perplexity, mean KL divergence and top-1 agreement through
-edgechat.evaluate.evaluate, on the same text and settings as benchmarks/bench_quality.py's GGUF table
+edgechat.app.evaluate.evaluate, on the same text and settings as benchmarks/bench_quality.py's GGUF table
 (WikiText-2 test, 40 chunks of 512 tokens scored like llama.cpp's perplexity tool; DailyDialog test, the
 assistant turns of 30 dialogues through the chat template).
 
@@ -38,7 +38,7 @@ def main():
     args = ap.parse_args()
     bench = Bench("bench_pte_quality")
 
-    from edgechat.evaluate import evaluate
+    from edgechat.app.evaluate import evaluate
     from runtimes.pte_engine import PteEngine
 
     t = time.perf_counter()

@@ -44,8 +44,8 @@ def vm_kib(field: str) -> int:
 def worker(path: str) -> dict:
     """Runs in a child process: open the artifact, chat, report stats and memory."""
     import edgechat  # noqa: F401  (imports everything the Chat API needs before the baseline is read)
-    from edgechat.api import open_engine
-    from edgechat.chat import Chat
+    from edgechat.app.api import open_engine
+    from edgechat.app.chat import Chat
 
     base_kib = vm_kib("VmRSS")
     t = time.perf_counter()

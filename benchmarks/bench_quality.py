@@ -1,5 +1,5 @@
 """Quality of SmolLM2-135M GGUF quants against the fp32 reference (the embedded Q4_1 GGUF dequantized, run by
-the torch engine): perplexity, mean KL divergence and top-1 agreement, through edgechat.evaluate.evaluate.
+the torch engine): perplexity, mean KL divergence and top-1 agreement, through edgechat.app.evaluate.evaluate.
 
 Artifacts: Q8_0, Q4_0, Q4_K_M, Q4_K_M with an importance matrix (edgechat's default calibration: chit-chat
 dialogues), and, as a check of the method, the source Q4_1 GGUF itself under llama.cpp (the same weights as the
@@ -64,7 +64,7 @@ class CachedReference:
 def default_reference(prefix: str):
     """The fp32 reference both quality benchmarks score against: the embedded model on the torch engine, its
     logits cached in a fresh temporary directory (ref.close() deletes it). Returns (model, ref)."""
-    from edgechat.sources import load_model
+    from edgechat.core.sources import load_model
     from runtimes.torch_engine import TorchEngine
 
     model = load_model(None)
@@ -74,7 +74,7 @@ def default_reference(prefix: str):
 
 def eval_datasets(dialogues: int) -> dict:
     """The two texts of the quality tables: WikiText-2 test and DailyDialog test."""
-    from edgechat.data import read_eval_data
+    from edgechat.core.data import read_eval_data
 
     return {"wikitext2": read_eval_data(DATA / "wikitext2" / "wiki.test.raw"),
             "dailydialog": read_eval_data(DATA / "dailydialog" / "dialogues_test.txt", max_dialogues=dialogues)}
@@ -90,8 +90,8 @@ def main():
     args = ap.parse_args()
     bench = Bench("bench_quality")
 
-    from edgechat.evaluate import evaluate
-    from edgechat.sources import default_model_path
+    from edgechat.app.evaluate import evaluate
+    from edgechat.core.sources import default_model_path
     from runtimes.llama_cpp_engine import LlamaCppEngine
 
     t = time.perf_counter()

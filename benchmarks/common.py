@@ -190,9 +190,7 @@ def memcpy_bandwidth(mib: int = 512, repeats: int = 7) -> dict:
 # -- conversions (cached) -----------------------------------------------------------------------------
 # the sources that decide what a GGUF / HF conversion writes (a cache key; --fresh rebuilds regardless)
 CONVERT_SOURCES = ["converters/__init__.py", "converters/gguf_*.py", "converters/imatrix.py", "converters/hf_writer.py",
-                   "edgechat/load_*.py", "edgechat/sources.py", "edgechat/model.py", "edgechat/transformer.py",
-                   "edgechat/gguf_layout.py", "edgechat/tokenizer.py", "edgechat/config.py", "edgechat/pipeline.py",
-                   "edgechat/data.py"]
+                   "edgechat/core/*.py", "edgechat/core/archs/*.py", "edgechat/app/pipeline.py"]
 
 
 def library_hash() -> str:
@@ -234,7 +232,7 @@ def clean_cache() -> list[str]:
 
 
 def cached_convert(quants: list[str], imatrix: bool = False, source=None, fresh: bool = False) -> Path:
-    """Output directory of `edgechat.pipeline.convert(source, ..., quants, imatrix, evaluate=False)`,
+    """Output directory of `edgechat.app.pipeline.convert(source, ..., quants, imatrix, evaluate=False)`,
     under benchmarks/.cache, keyed by the options and the library sources."""
     import shutil
 
@@ -246,8 +244,8 @@ def cached_convert(quants: list[str], imatrix: bool = False, source=None, fresh:
             return out
         if out.exists():
             shutil.rmtree(out)
-        from edgechat.pipeline import ConvertOptions, convert
-        from edgechat.progress import Steps
+        from edgechat.app.pipeline import ConvertOptions, convert
+        from edgechat.reports.progress import Steps
 
         t = time.perf_counter()
         convert(source, out, ConvertOptions(formats=["gguf"], quants=list(quants), imatrix=imatrix, evaluate=False,

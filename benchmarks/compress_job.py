@@ -47,7 +47,7 @@ def timed_steps(teacher, student, cfg, probe_steps: int = 3) -> float:
 
 def importance(teacher, calib_seqs: int):
     from converters.prune import measure_importance
-    from edgechat.pipeline import calibration_sequences
+    from edgechat.app.pipeline import calibration_sequences
 
     return measure_importance(teacher, calibration_sequences(teacher, None, limit=calib_seqs))
 
@@ -63,7 +63,7 @@ def prune_student(teacher, name: str, imp):
 def plan(job: Path, minutes: float, names: list[str], calib_seqs: int) -> None:
     import torch
 
-    from edgechat.sources import load_model
+    from edgechat.core.sources import load_model
 
     torch.set_num_threads(THREADS)
     teacher = load_model(None)
@@ -92,9 +92,9 @@ def run(job: Path, teacher_path: Path, device: str, only: list[str] | None, lr: 
 
     from converters.distill import distill
     from converters.prune import Importance
-    from edgechat.data import read_eval_data
-    from edgechat.evaluate import evaluate
-    from edgechat.sources import load_model
+    from edgechat.core.data import read_eval_data
+    from edgechat.app.evaluate import evaluate
+    from edgechat.core.sources import load_model
     from runtimes.torch_engine import TorchEngine
 
     torch.backends.cuda.matmul.allow_tf32 = False  # the CPU's fp32 arithmetic, not TF32's 10-bit mantissa

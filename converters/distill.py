@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from edgechat.errors import EdgechatError
-from edgechat.model import Model
+from edgechat.core.errors import EdgechatError
+from edgechat.core.model import Model
 
 
 @dataclass
@@ -46,11 +46,9 @@ def dist_info() -> tuple[int, int]:
 
 def training_tokens(teacher: Model, cfg: DistillConfig) -> torch.Tensor:
     """Chat-rendered dialogues (or raw text) packed into [N, seq_len] sequences."""
-    from edgechat.chat import Chat
-    from edgechat.data import chitchat_dialogues, read_eval_data
-    from runtimes.torch_engine import TorchEngine
+    from edgechat.core.data import chitchat_dialogues, read_eval_data
 
-    chat = Chat(TorchEngine(teacher, n_ctx=16))  # renders and tokenizes only
+    fmt = teacher.chat_format()
     data = read_eval_data(cfg.data, max_dialogues=cfg.max_dialogues) if cfg.data else None
     stream: list[int] = []
     if data is not None and data.kind == "text":
@@ -58,7 +56,7 @@ def training_tokens(teacher: Model, cfg: DistillConfig) -> torch.Tensor:
     else:
         dialogues = data.dialogues if data else chitchat_dialogues(0, cfg.max_dialogues)
         for d in dialogues:
-            stream += chat.encode(chat.render(d, add_generation_prompt=False))
+            stream += fmt.ids(d, add_generation_prompt=False)
     n = len(stream) // cfg.seq_len
     if n == 0:
         raise EdgechatError(f"the distillation data holds {len(stream)} tokens, fewer than one sequence of {cfg.seq_len}")

@@ -8,24 +8,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgechat.errors import EdgechatError
-
-# our quant name -> llama.cpp ftype constant name
-LLAMA_FTYPES = {
-    "f32": "LLAMA_FTYPE_ALL_F32",
-    "f16": "LLAMA_FTYPE_MOSTLY_F16",
-    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
-    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
-    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
-}
-
+from edgechat.core.errors import EdgechatError
+from targets import schemes
 
 def quantize_gguf(src: Path, dst: Path, quant: str, threads: int | None = None, imatrix: dict | None = None) -> Path:
     import llama_cpp
-    if quant not in LLAMA_FTYPES:
-        raise EdgechatError(f"unknown GGUF quant type {quant!r}: choose one of {', '.join(LLAMA_FTYPES)}")
+
+    made = schemes.names("gguf", made=True)
+    if quant not in made or schemes.get(quant).handler != "llama.cpp":
+        choices = [q for q in made if schemes.get(q).handler == "llama.cpp"]
+        raise EdgechatError(f"llama.cpp's quantizer does not make {quant!r}: choose one of {', '.join(choices)}")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, LLAMA_FTYPES[quant])
+    params.ftype = schemes.get(quant).llama_ftype  # enum llama_ftype
     params.nthread = threads or os.cpu_count() or 1
     keep_alive = None
     if imatrix:

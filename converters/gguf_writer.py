@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgechat.gguf_layout import hf_to_gguf_names, permute_qk, qk_heads
-from edgechat.model import Model
+from edgechat.core import archs
+from edgechat.core.archs.family import permute_qk
+from edgechat.core.model import Model
 
 
 def add_vocab(w, vocab) -> None:
@@ -35,22 +36,12 @@ def write_gguf(model: Model, path: Path, ftype: str = "f32", on_tensor=None) -> 
     import gguf
 
     cfg = model.config
-    w = gguf.GGUFWriter(str(path), arch=cfg.arch)
+    family = archs.get(cfg.arch)
+    w = gguf.GGUFWriter(str(path), arch=family.gguf_name)
     w.add_type("model")
     w.add_name(model.name)
     w.add_description(f"written by edgechat from {model.source.get('kind', '?')} source")
-    w.add_context_length(cfg.max_seq_len)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_layers)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_heads)
-    w.add_head_count_kv(cfg.num_kv_heads)
-    w.add_key_length(cfg.head_dim)
-    w.add_value_length(cfg.head_dim)
-    w.add_rope_dimension_count(cfg.head_dim)
-    w.add_rope_freq_base(cfg.rope_theta)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_vocab_size(cfg.vocab_size)
+    family.write_gguf_config(w, cfg)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if ftype == "f16" else gguf.LlamaFileType.ALL_F32)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_vocab(w, model.tokenizer.to_gguf(cfg.vocab_size))
@@ -58,10 +49,10 @@ def write_gguf(model: Model, path: Path, ftype: str = "f32", on_tensor=None) -> 
         w.add_chat_template(model.chat_template)
 
     state = model.state_dict()
-    names = hf_to_gguf_names(cfg, state)
+    names = family.gguf_tensor_names(cfg, state)
     for hf_name, tensor in state.items():
         arr = tensor.detach().float().numpy()
-        heads = qk_heads(hf_name, cfg)
+        heads = family.qk_permute_heads(hf_name, cfg)
         if heads:
             arr = permute_qk(arr, heads)
         if ftype == "f16" and arr.ndim > 1:

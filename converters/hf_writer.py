@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from converters import ExportOptions, register_format
-from edgechat.model import Model
+from converters.formats import ExportOptions, register_format
+from edgechat.core import archs
+from edgechat.core.model import Model
 
 
 @register_format("hf", quants=("fp32",), default="fp32")
@@ -22,11 +23,12 @@ def write_hf(model: Model, out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = model.tokenizer
     eos = tok.eos_ids[0] if tok.eos_ids else None
-    cfg = model.config.to_hf(bos_id=tok.bos_id, eos_id=eos)
+    family = archs.get(model.config.arch)
+    cfg = archs.config_to_hf(model.config, bos_id=tok.bos_id, eos_id=eos)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_ids if len(tok.eos_ids) > 1 else eos}
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    tensors = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    tensors = {family.to_checkpoint_name(k): v.detach().float().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     files = ["config.json", "generation_config.json", "model.safetensors", *tok.save(out_dir)]
     tcfg = {"bos_token": tok.bos_text or None, "eos_token": tok.eos_text or None, "add_bos_token": tok.add_bos,

@@ -7,15 +7,15 @@ import ctypes
 import numpy as np
 import torch
 
-from edgechat.gguf_layout import hf_to_gguf_names
-from edgechat.model import Model
+from edgechat.core import archs
+from edgechat.core.model import Model
 
 
 @torch.inference_mode()
 def compute_imatrix(model: Model, sequences: list[list[int]], on_sequence=None) -> dict[str, np.ndarray]:
     module = model.module
     linears = {n: m for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
-    names = hf_to_gguf_names(model.config, [f"{n}.weight" for n in linears
+    names = archs.get(model.config.arch).gguf_tensor_names(model.config, [f"{n}.weight" for n in linears
                                             if not (n == "lm_head" and model.config.tie_word_embeddings)])
     if model.config.tie_word_embeddings:  # llama.cpp multiplies by token_embd for the tied output
         names["lm_head.weight"] = "token_embd.weight"

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edgechat.errors import EdgechatError
-from edgechat.model import Model, build_module
+from edgechat.core import archs
+from edgechat.core.errors import EdgechatError
+from edgechat.core.model import Model, build_module
 
 ALIGN = 32  # pruned widths stay multiples of 32: GGUF Q8_0/Q4_0 blocks and 8da4w groups need it
 
@@ -109,8 +110,8 @@ def plan_from_options(cfg, layers: int = 0, ffn_frac: float = 0.0, heads: int = 
             raise EdgechatError(f"cannot prune the hidden size to {1 - hidden_frac:.0%}: it must stay a multiple of "
                                 f"{step} (32 and the {cfg.num_heads - heads} heads) and at least {step}")
     new_hidden = hidden_keep or cfg.hidden_size
-    if cfg.arch == "qwen2" and (cfg.num_heads - heads) * cfg.head_dim != new_hidden:
-        raise EdgechatError(f"llama.cpp's qwen2 needs heads x head_dim == hidden size: with {cfg.num_heads - heads} "
+    if archs.get(cfg.arch).heads_span_hidden and (cfg.num_heads - heads) * cfg.head_dim != new_hidden:
+        raise EdgechatError(f"llama.cpp's {cfg.arch} needs heads x head_dim == hidden size: with {cfg.num_heads - heads} "
                             f"heads of {cfg.head_dim}, prune the hidden size to {(cfg.num_heads - heads) * cfg.head_dim} too")
     return PrunePlan(
         drop_layers=layers,

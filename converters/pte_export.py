@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from targets import schemes
 
-from converters import ExportOptions, register_format
+from converters.formats import ExportOptions, register_format
 from converters.gguf_export import slug
-from edgechat.errors import EdgechatError
-from edgechat.model import Model
+from edgechat.core.errors import EdgechatError
+from edgechat.core.model import Model
 
-PTE_QUANTS = ("fp32", "8da8w", "8da4w")
 EMBEDDING_QUANTS = ("8w", "4w", "none")
 HEAD_QUANTS = ("8w", "4w")
 GROUP_SIZES = (32, 64, 128)
@@ -113,7 +113,8 @@ def resolve_options(model: Model, quant: str, extra: dict) -> PteOptions:
 def llm_metadata(model: Model, opts: PteOptions) -> dict:
     """The constant methods ExecuTorch's LLM runner reads (the same names export_llama writes), plus ours."""
     tok, cfg = model.tokenizer, model.config
-    eos = list(dict.fromkeys([*tok.eos_ids, *template_eog_ids(tok, model.chat_template)]))
+    # with the template's end-of-turn tokens, so ExecuTorch's runner stops where a chat turn ends
+    eos = list(dict.fromkeys([*tok.eos_ids, *sorted(model.chat_format().eog_ids)]))
     return {
         "get_max_seq_len": opts.max_seq_len,
         "get_max_context_len": opts.max_seq_len,
@@ -126,18 +127,6 @@ def llm_metadata(model: Model, opts: PteOptions) -> dict:
         "get_n_layers": cfg.num_layers,
         "edgechat_add_bos": bool(tok.add_bos),
     }
-
-
-def template_eog_ids(tok, template: str | None) -> list[int]:
-    """End-of-turn tokens a chat template writes that the tokenizer may not list as EOS (ChatML's <|im_end|>),
-    so ExecuTorch's runner stops where a chat turn ends (the same markers runtimes.torch_engine looks for)."""
-    out = []
-    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-        if template and marker in template:
-            ids = tok.encode(marker, add_bos=False)
-            if len(ids) == 1:
-                out.append(ids[0])
-    return out
 
 
 def linear_partitioner(quant: str):
@@ -264,7 +253,7 @@ def export_pte_file(model: Model, path: Path, opts: PteOptions, step=lambda *_a,
             "export_s": round(time.perf_counter() - t0, 1)}
 
 
-@register_format("pte", quants=PTE_QUANTS, default="8da4w")
+@register_format("pte", quants=schemes.names("pte"), default=schemes.DEFAULTS["pte"])
 def export_pte(model: Model, out_dir: Path, quants: list[str], options: ExportOptions, progress=None) -> list[dict]:
     step = progress.step if progress else (lambda *_a, **_k: None)
     extra = options.extra or {}

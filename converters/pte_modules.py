@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgechat.config import ModelConfig
-from edgechat.transformer import Attention, KVCache, MLP, RMSNorm, Transformer, apply_rope, rope_tables
+from edgechat.core.config import ModelConfig
+from edgechat.core.transformer import Attention, KVCache, MLP, RMSNorm, Transformer, apply_rope, rope_tables
 
 
 def _fused_linear(linears: list[nn.Linear]) -> nn.Linear:

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgechat.errors import EdgechatError
-from edgechat.model import Model
-from edgechat.transformer import Attention, Transformer, apply_rope, rope_tables
+from edgechat.core.errors import EdgechatError
+from edgechat.core.model import Model
+from edgechat.core.transformer import Attention, Transformer, apply_rope, rope_tables
 
 BACKEND_IDS = {"vulkan": "VulkanBackend", "coreml": "CoreMLBackend"}
 LINEARS_PER_LAYER = 7  # q, k, v, o, gate, up, down (unfused here)

@@ -5,6 +5,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from edgechat.core.conversation import ChatFormat
+
 
 class Engine(ABC):
     name: str = "engine"
@@ -16,6 +18,11 @@ class Engine(ABC):
     eos_text: str = ""
     add_bos: bool = False
     eog_ids: frozenset[int] = frozenset()  # end-of-generation tokens (EOS, EOT, <|im_end|>, ...)
+
+    @classmethod
+    def open(cls, path, **options) -> "Engine":
+        """The engine on the artifact at `path` (the registry's way in; engines that take more override it)."""
+        return cls(path, **options)
 
     @abstractmethod
     def tokenize(self, text: str, add_bos: bool) -> list[int]:
@@ -33,6 +40,11 @@ class Engine(ABC):
     @abstractmethod
     def logits_all(self, ids: list[int]) -> np.ndarray:
         """Logits [len(ids), vocab] for a fresh sequence (for evaluation)."""
+
+    @property
+    def chat_format(self) -> ChatFormat:
+        """The one conversation encoding (edgechat.core.conversation) over this engine's own tokenizer."""
+        return ChatFormat(self.chat_template, self.tokenize, self.bos_text, self.eos_text, self.add_bos, self.eog_ids)
 
     def reset(self) -> None:
         """Forget the cache. Engines overwrite by position, so nothing is needed by default."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgechat.errors import EdgechatError
-from edgechat.gguf_header import scan_gguf
+from edgechat.core.errors import EdgechatError
+from edgechat.core.gguf_file import read_header
 from runtimes.base import Engine
 
 KV_TYPES = {"f32": 0, "f16": 1}  # GGML_TYPE_F32, GGML_TYPE_F16
@@ -24,8 +24,8 @@ class LlamaCppEngine(Engine):
         path = Path(path)
         if not path.exists():
             raise EdgechatError(f"no such file: {path}")
-        meta = scan_gguf(path)  # a clear error for a truncated or foreign file, before llama.cpp sees it
-        n_train = meta.get(f"{meta.get('general.architecture')}.context_length") or 0
+        header = read_header(path)  # a clear error for a truncated or foreign file, before llama.cpp sees it
+        n_train = header.meta.get(f"{header.arch}.context_length") or 0
         n_ctx = min(n_ctx, n_train) if n_ctx and n_train else (n_ctx or n_train)
         threads = threads or os.cpu_count() or 1
         try:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgechat.errors import EdgechatError
+from edgechat.core import conversation
+from edgechat.core.errors import EdgechatError
 from runtimes.base import Engine
 
 # What ExecuTorch's stock LLM runner (TextLLMRunner) reads from a program before it runs it.
@@ -57,7 +58,7 @@ def set_threads(n: int | None) -> None:
 
 
 def load_tokenizer(folder: Path, bos_id: int | None, eos_ids: list[int], add_bos: bool):
-    from edgechat.tokenizer import HFTokenizer, SPTokenizer
+    from edgechat.core.tokenizer import HFTokenizer, SPTokenizer
 
     if (folder / "tokenizer.json").exists():
         from tokenizers import Tokenizer
@@ -99,8 +100,6 @@ class PteEngine(Engine):
 
     def __init__(self, path: str | Path, n_ctx: int | None = None, threads: int | None = None,
                  logits_all: bool = False, **_ignored):
-        from runtimes.torch_engine import eog_from_template
-
         path = Path(path)
         self.program, self.meta = read_program(path)
         if not self.meta["use_kv_cache"]:
@@ -122,7 +121,7 @@ class PteEngine(Engine):
         template = folder / "chat_template.jinja"
         self.chat_template = template.read_text() if template.exists() else None
         self.bos_text, self.eos_text, self.add_bos = self.tok.bos_text, self.tok.eos_text, self.tok.add_bos
-        self.eog_ids = frozenset(eos) | frozenset(self.tok.eos_ids) | eog_from_template(self.tok, self.chat_template)
+        self.eog_ids = frozenset(eos) | conversation.for_tokenizer(self.tok, self.chat_template).eog_ids
         with quiet_stderr():
             self._forward = self.program.load_method("forward")
         self._all = None

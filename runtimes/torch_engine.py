@@ -1,10 +1,9 @@
 """The torch reference engine: runs the in-memory fp32 model directly."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from edgechat.model import Model
+from edgechat.core.model import Model
 from runtimes.base import Engine
 
 
@@ -22,7 +21,15 @@ class TorchEngine(Engine):
         self.model_bytes = sum(p.numel() * p.element_size() for p in model.module.parameters())
         self.chat_template = model.chat_template
         self.bos_text, self.eos_text, self.add_bos = self.tok.bos_text, self.tok.eos_text, self.tok.add_bos
-        self.eog_ids = frozenset(self.tok.eos_ids) | eog_from_template(self.tok, model.chat_template)
+        self.eog_ids = model.chat_format().eog_ids
+
+    @classmethod
+    def open(cls, path, n_ctx: int | None = None, threads: int | None = None, **_engine_options):
+        """An HF directory (or edgechat output directory holding one), loaded as the fp32 reference; it keeps
+        every position's logits, so options for other engines (logits_all, kv_type) do not apply."""
+        from edgechat.core.sources import load_model
+
+        return cls(load_model(path), n_ctx=n_ctx, threads=threads)
 
     def tokenize(self, text, add_bos):
         return self.tok.encode(text, add_bos=add_bos)
@@ -39,13 +46,3 @@ class TorchEngine(Engine):
     def logits_all(self, ids):
         return self.model.module(torch.tensor([ids], dtype=torch.long))[0].float().numpy()
 
-
-def eog_from_template(tok, template: str | None) -> frozenset[int]:
-    """Chat templates end a turn with a token the tokenizer may not list as EOS (ChatML's <|im_end|>)."""
-    out = set()
-    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-        if template and marker in template:
-            ids = tok.encode(marker, add_bos=False)
-            if len(ids) == 1:
-                out.add(ids[0])
-    return frozenset(out)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from targets.errors import PlanError, ProfileError, TargetError
 from targets.model_spec import ModelSpec
 from targets.planner import Plan, Request, plan
-from targets.profile import Profile, list_profiles, load_profile, threads_for
+from targets.catalog import list_profiles, load_profile, threads_for
+from targets.profile import Profile
 
 __all__ = ["ModelSpec", "Plan", "PlanError", "Profile", "ProfileError", "Request", "TargetError", "list_profiles",
            "load_profile", "plan", "threads_for"]

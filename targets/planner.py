@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from targets import schemes
 from targets.errors import PlanError, TargetError
 from targets.estimate import Device, accelerator_device, cpu_device, embed_bytes, head_cost, layer_cost
 from targets.model_spec import ModelSpec
 from targets.profile import GB, Accelerator, Profile
 from targets.quants import FORMAT_QUANTS, QUALITY, format_of, kv_type_bytes, tensor_types
 
-DEFAULT_QUANTS = {"gguf": ("q8_0", "q4_k_m", "q4_0"), "pte": ("8da8w", "8da4w")}
+# the candidates when none are named: every quantized scheme edgechat makes
+DEFAULT_QUANTS = {f: tuple(q for q in schemes.names(f, made=True) if schemes.get(q).bits < 16) for f in schemes.formats()}
 CPU_BACKEND = {"gguf": "cpu", "pte": "xnnpack"}
 ENGINE = {"gguf": "llama.cpp", "pte": "executorch"}
 RUNTIME_BYTES = 50e6  # the engine's own code and allocator slack

@@ -3,6 +3,7 @@ mixes of Q4_K_M, the output-head rule, the fallbacks when a row does not divide 
 and the ExecuTorch schemes (8da4w, 8da8w). Also how fast each type's kernels run relative to int8."""
 from __future__ import annotations
 
+from targets import schemes
 from targets.errors import TargetError
 from targets.model_spec import ModelSpec, Tensor
 
@@ -30,26 +31,17 @@ FLOAT_TYPES = ("F32", "F16", "BF16", "FP32")
 # head taken out). Float rows need no unpacking and stream at memory speed: twice the rate or more.
 DOT_RATE = {"F16": 2.0, "BF16": 2.0, "F32": 4.0, "FP32": 4.0, "Q5_0": 0.67, "Q5_1": 0.67}
 
-GGUF_QUANTS = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0", "q4_k_m": "Q4_K",
-               # not made by edgechat's converter, but found in existing GGUF files the planner is shown
-               "bf16": "BF16", "q6_k": "Q6_K", "q5_k_m": "Q5_K", "q5_0": "Q5_0", "q5_1": "Q5_1", "q4_1": "Q4_1"}
-# llama.cpp's general.file_type (enum llama_ftype) -> quant name
-LLAMA_FTYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 15: "q4_k_m",
-                17: "q5_k_m", 18: "q6_k", 32: "bf16"}
-PTE_QUANTS = {"8da4w": "QB4W", "8da8w": "QC8W", "fp32": "FP32"}
-FORMAT_QUANTS = {"gguf": tuple(GGUF_QUANTS), "pte": tuple(PTE_QUANTS)}
-# how close to the fp32 model each quant stays (higher is closer): the planner's quality order
-QUALITY = {"f32": 6, "fp32": 6, "f16": 5, "bf16": 5, "q8_0": 4, "8da8w": 4, "q6_k": 4, "q5_k_m": 3.5, "q5_1": 3,
-           "q5_0": 3, "q4_k_m": 3, "q4_1": 2.5, "8da4w": 2, "q4_0": 2}
+# quant name -> its main tensor type, per format, and the planner's quality order: from the scheme registry
+GGUF_QUANTS = {n: schemes.get(n).main_type for n in schemes.names("gguf")}
+PTE_QUANTS = {n: schemes.get(n).main_type for n in schemes.names("pte")}
+FORMAT_QUANTS = {fmt: schemes.names(fmt) for fmt in schemes.formats()}
+QUALITY = {s.name: s.quality for s in schemes.SCHEMES.values()}
 # llama.cpp: a type whose block does not divide the row falls back (llama-quant.cpp)
 FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL"}
 
 
 def format_of(quant: str) -> str:
-    for fmt, quants in FORMAT_QUANTS.items():
-        if quant in quants:
-            return fmt
-    raise TargetError(f"unknown quant {quant!r}: choose one of {', '.join(q for qs in FORMAT_QUANTS.values() for q in qs)}")
+    return schemes.get(quant).format
 
 
 def use_more_bits(i: int, n: int) -> bool:

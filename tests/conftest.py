@@ -30,7 +30,7 @@ def stories_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def stories_model(stories_dir):
-    from edgechat.sources import load_model
+    from edgechat.core.sources import load_model
 
     return load_model(stories_dir)
 
@@ -44,7 +44,7 @@ def stories_f32_gguf(stories_model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm_model():
-    from edgechat.sources import load_model
+    from edgechat.core.sources import load_model
 
     return load_model(None)
 
@@ -137,8 +137,8 @@ def tiny_llama_sharded_dir(tmp_path_factory) -> Path:
 def shared_export(tmp_path_factory, name, source, quants, formats=("pte",), **extra) -> Path:
     """Convert once per test session (exports take a minute or more): the output directory lives in the
     session's base temp dir, so every test module that asks for `name` gets the same one."""
-    from edgechat.pipeline import ConvertOptions, convert
-    from edgechat.progress import Steps
+    from edgechat.app.pipeline import ConvertOptions, convert
+    from edgechat.reports.progress import Steps
 
     out = tmp_path_factory.getbasetemp() / f"pte-{name}"
     if not (out / "edgechat.json").exists():

@@ -11,10 +11,10 @@ import torch
 from converters.distill import DistillConfig, distill
 from converters.hf_writer import write_hf
 from converters.prune import measure_importance, plan_from_options, prune
-from edgechat.data import read_eval_data
-from edgechat.errors import EdgechatError
-from edgechat.evaluate import evaluate
-from edgechat.sources import load_model
+from edgechat.core.data import read_eval_data
+from edgechat.core.errors import EdgechatError
+from edgechat.app.evaluate import evaluate
+from edgechat.core.sources import load_model
 from runtimes.torch_engine import TorchEngine
 from tests.conftest import ROOT
 

@@ -5,8 +5,8 @@ import pytest
 import edgechat
 from converters.gguf_quantize import quantize_gguf
 from converters.gguf_writer import write_gguf
-from edgechat.load_gguf import load_gguf, open_gguf, read_vocab
-from edgechat.sources import default_model_path, load_model
+from edgechat.core.load_gguf import load_gguf, open_gguf, read_vocab
+from edgechat.core.sources import default_model_path, load_model
 from runtimes.llama_cpp_engine import LlamaCppEngine
 from runtimes.torch_engine import TorchEngine
 from tests.conftest import KNOWN_STORY

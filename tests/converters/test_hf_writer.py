@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from edgechat.sources import load_model
+from edgechat.core.sources import load_model
 from tests.conftest import run_cli
 
 
@@ -31,6 +31,6 @@ def test_smollm_hf_dir_matches_transformers_tokenizer_and_template(smollm_model,
     tok = AutoTokenizer.from_pretrained(out)
     convo = [{"role": "user", "content": "What is 2+2? Café 日本 12345"}]
     text = tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
-    assert text == smollm_model.render(convo)
+    assert text == smollm_model.chat_format().render(convo)
     assert tok(text, add_special_tokens=False)["input_ids"] == smollm_model.tokenizer.encode(text)
     assert tok.eos_token == "<|im_end|>"

@@ -6,8 +6,8 @@ import torch
 from converters.gguf_writer import write_gguf
 from converters.hf_writer import write_hf
 from converters.prune import measure_importance, plan_for_target, plan_from_options, prune
-from edgechat.errors import EdgechatError
-from edgechat.sources import load_model
+from edgechat.core.errors import EdgechatError
+from edgechat.core.sources import load_model
 from runtimes.llama_cpp_engine import LlamaCppEngine
 from runtimes.torch_engine import TorchEngine
 

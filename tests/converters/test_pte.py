@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import edgechat
-from edgechat.chat import Chat
-from edgechat.sources import default_model_path
+from edgechat.app.chat import Chat
+from edgechat.core.sources import default_model_path
 from runtimes.llama_cpp_engine import LlamaCppEngine
 from runtimes.pte_engine import REQUIRED_METADATA, PteEngine, read_program
 from runtimes.torch_engine import TorchEngine
@@ -81,7 +81,7 @@ def test_text_llm_runner_gives_the_same_greedy_text(stories_out, capfd):
 def test_8bit_head_brings_8da4w_logits_closer_to_fp32(tmp_path_factory, tiny_qwen2_dir):
     """--head-quant 8w keeps the output projection at 8 bits under 8da4w; the body is the same program.
     (A tiny Qwen2: stories260K's 172-wide MLP takes no 4-bit groups.)"""
-    from edgechat.sources import load_model
+    from edgechat.core.sources import load_model
 
     ref = TorchEngine(load_model(tiny_qwen2_dir), n_ctx=64)
     ids = list(range(3, 40))

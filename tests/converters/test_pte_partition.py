@@ -13,7 +13,7 @@ from tests.conftest import run_cli
 
 
 def plan_dict(source, target, accelerator, n_ctx=64):
-    from edgechat.targeting import plan_for
+    from edgechat.app.targeting import plan_for
 
     return plan_for(source, target, formats=["pte"], quants=["fp32"], accelerator=accelerator, n_ctx=n_ctx,
                     measure=False).to_dict()
@@ -90,7 +90,7 @@ def test_check_reports_a_mismatch():
 
 def test_a_plan_without_an_accelerator_is_refused(stories_dir, stories_model, tmp_path):
     from converters.pte_partition import export_planned_pte
-    from edgechat.errors import EdgechatError
+    from edgechat.core.errors import EdgechatError
 
     cpu_plan = plan_dict(stories_dir, "iphone15pro", "cpu")
     with pytest.raises(EdgechatError, match="puts nothing on a Vulkan or Core ML accelerator"):

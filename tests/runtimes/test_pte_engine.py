@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import edgechat
-from edgechat.chat import Chat
-from edgechat.errors import EdgechatError
+from edgechat.app.chat import Chat
+from edgechat.core.errors import EdgechatError
 from runtimes.pte_engine import PteEngine
 from runtimes.torch_engine import TorchEngine
 from tests.conftest import PARIS_SYSTEM, STORIES_SEQ, artifact, run_cli
@@ -77,14 +77,28 @@ def test_cache_replayed_after_logits_all(stories_pte, stories_model):
     assert np.abs(pte.forward(nxt, len(ids)) - ref.forward(nxt, len(ids))).max() < 1e-4
 
 
-def test_logits_all_steps_forward_without_an_eval_method(smol_8da4w):
+def kld(ref_logits, logits) -> float:
+    """KL(reference || logits) of one position, in float64."""
+    lr, lq = (x.astype(np.float64) - np.logaddexp.reduce(x.astype(np.float64)) for x in (ref_logits, logits))
+    return float((np.exp(lr) * (lr - lq)).sum())
+
+
+def test_logits_all_steps_forward_without_an_eval_method(smol_8da4w, smollm_model):
     engine = PteEngine(artifact(smol_8da4w, "pte", "8da4w"), threads=2)
     assert "forward_all" not in engine.program.method_names
     ids = engine.tokenize("The capital of France is Paris.", add_bos=False)
     every = engine.logits_all(ids)
     assert every.shape == (len(ids), engine.n_vocab)
-    assert np.abs(every[-1] - engine.forward(ids, 0)).max() < 1e-2
-    assert np.abs(every[3] - engine.forward(ids[:4], 0)).max() < 1e-2
+    ref = TorchEngine(smollm_model).logits_all(ids)
+    # One-token steps and a batch prefill run different XNNPACK kernels, and those differ by CPU (up to 2.4 in
+    # the logits on AVX-512, 1e-2 on AVX2), so each path is held to the fp32 model, not to the other.
+    # Measured on AMD AVX2: mean KLD 0.80 over positions 1-6, 0.44-1.43 each; a position's logits scored
+    # against its neighbour's reference instead: 5.9-16.
+    assert np.mean([kld(ref[i], every[i]) for i in range(1, len(ids))]) < 1.5
+    for pos in (3, len(ids) - 1):
+        for logits in (every[pos], engine.forward(ids[:pos + 1], 0)):
+            assert kld(ref[pos], logits) < 1.5
+            assert kld(ref[pos - 1], logits) > 3 * kld(ref[pos], logits)  # the right position's logits
 
 
 def test_n_ctx_is_capped_by_the_program(stories_pte):

@@ -44,7 +44,7 @@ def stories_quants(stories_model, tmp_path_factory):
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4_0", "q4_k_m", "f32"])
 def test_tensor_types_and_bytes_match_llama_cpp_on_stories(stories_quants, quant):
-    from edgechat.targeting import spec_from_gguf
+    from edgechat.app.targeting import spec_from_gguf
 
     spec, _, file_quant = spec_from_gguf(stories_quants[quant])
     assert file_quant == quant

@@ -1,0 +1,118 @@
+"""`edgechat distill`: knowledge distillation as its own command, so torchrun can launch it on many processes:
+    torchrun --nproc_per_node 2 -m edgechat.cli distill TEACHER STUDENT -o OUT --steps 200"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+
+def init_distributed(device: str = "cpu") -> tuple[int, int]:
+    """Join the torchrun process group (gloo on CPU, nccl on GPUs); one process otherwise."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+@click.command()
+@click.argument("teacher")
+@click.argument("student")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Where the distilled student is written (a Hugging Face checkpoint directory).")
+@click.option("--steps", default=200, show_default=True, help="Optimizer steps.")
+@click.option("--micro-batch", default=4, show_default=True, help="Sequences per process per forward pass.")
+@click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per step (global batch = micro x accum x processes).")
+@click.option("--seq-len", default=256, show_default=True, help="Tokens per training sequence.")
+@click.option("--lr", default=3e-4, show_default=True, help="Peak learning rate (AdamW, warm-up then cosine decay).")
+@click.option("--warmup-steps", default=10, show_default=True)
+@click.option("--temperature", default=1.0, show_default=True, help="Softening temperature of the KL loss.")
+@click.option("--alpha-ce", default=0.0, show_default=True, help="Weight of cross-entropy on the data.")
+@click.option("--beta-hidden", default=0.0, show_default=True, help="Weight of the final hidden-state MSE.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Train on the CPU or a CUDA GPU (one per process under torchrun); the result is the same recipe.")
+@click.option("--data", type=click.Path(), help="Dialogue or text file (default: chit-chat conversations).")
+@click.option("--checkpoint", type=click.Path(), help="Save here every --checkpoint-every steps; resume from it if present.")
+@click.option("--checkpoint-every", default=50, show_default=True)
+@click.option("--loss-log", "log_path", type=click.Path(path_type=Path), help="Write the loss curve as JSON here.")
+def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, lr, warmup_steps, temperature,
+            alpha_ce, beta_hidden, seed, device, data, checkpoint, checkpoint_every, log_path):
+    """Distill TEACHER (any SOURCE) into STUDENT (an HF directory, e.g. a pruned model from
+    `convert --format hf`), with KL divergence of softened logits on chat-formatted dialogue."""
+    from converters.distill import DistillConfig, config_dict
+    from converters.distill import distill as run_distill
+    from converters.hf_writer import write_hf
+    from edgechat.core.files import staging
+    from edgechat.reports.progress import Steps
+    from edgechat.core.sources import load_model
+
+    rank, world = init_distributed(device)
+    cfg = DistillConfig(steps=steps, micro_batch=micro_batch, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
+                        warmup_steps=warmup_steps, temperature=temperature, alpha_ce=alpha_ce,
+                        beta_hidden=beta_hidden, seed=seed, data=data, checkpoint=checkpoint,
+                        checkpoint_every=checkpoint_every, device=device)
+    t_model, s_model = load_model(teacher), load_model(student)
+    with Steps(enabled=rank == 0) as steps_ui:
+        run_distill(t_model, s_model, cfg, progress=steps_ui)
+    if rank == 0:
+        with staging(out_dir) as tmp:
+            write_hf(s_model, tmp)
+        if log_path:
+            log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg),
+                                            "log": [list(x) for x in cfg.log]}, indent=1) + "\n")
+    if world > 1:
+        import torch
+
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+COMPRESSION_OPTIONS = [
+    click.option("--recipe", type=click.Path(), help="A TOML recipe: [prune], [distill], [export], [gate] "
+                 "(see README). Options given here override it."),
+    click.option("--prune-layers", type=int, help="Drop N decoder blocks, the least important on calibration text."),
+    click.option("--prune-ffn", type=float, help="Remove this fraction of MLP channels in every layer."),
+    click.option("--prune-heads", type=int, help="Remove N attention heads per layer (whole KV groups)."),
+    click.option("--prune-hidden", type=float, help="Remove this fraction of the hidden size."),
+    click.option("--target-params", type=float, help="Prune to this fraction of the parameters (chooses among the above)."),
+    click.option("--prune-strategy", type=click.Choice(["width", "depth", "mixed"]),
+                 help="With --target-params: width (MLP/hidden/heads, the default), depth (blocks) or mixed."),
+    click.option("--distill-steps", type=int, help="Distill the pruned student from the source for N steps."),
+    click.option("--max-kld", type=float, help="Quality gate: fail if an artifact's mean KLD vs the source exceeds X."),
+    click.option("--max-ppl-ratio", type=float, help="Quality gate: fail if artifact/source perplexity exceeds R."),
+]
+
+
+def compression_options(fn):
+    for opt in reversed(COMPRESSION_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def recipe_from_cli(recipe=None, prune_layers=None, prune_ffn=None, prune_heads=None, prune_hidden=None,
+                    target_params=None, prune_strategy=None, distill_steps=None, max_kld=None, max_ppl_ratio=None):
+    """The recipe file (if any) with the command-line options laid over it; None when nothing is asked."""
+    from converters.distill import DistillConfig
+    from edgechat.app.recipe import Recipe, load_recipe
+
+    r = load_recipe(recipe) if recipe else Recipe()
+    for key, value in (("layers", prune_layers), ("ffn", prune_ffn), ("heads", prune_heads), ("hidden", prune_hidden),
+                       ("target_params", target_params), ("strategy", prune_strategy)):
+        if value is not None:
+            setattr(r.prune, key, value)
+    if distill_steps is not None:
+        r.distill = r.distill or DistillConfig()
+        r.distill.steps = distill_steps
+    if max_kld is not None:
+        r.gate.max_kld = max_kld
+    if max_ppl_ratio is not None:
+        r.gate.max_ppl_ratio = max_ppl_ratio
+    if not (recipe or r.prune.active or r.distill or r.gate.active):
+        return None
+    return r

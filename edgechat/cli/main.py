@@ -1,0 +1,338 @@
+"""The edgechat command line: convert, chat, eval, inspect, profile."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+import runtimes
+from converters import FORMAT_MODULES
+from targets import schemes
+from targets.planner import DEFAULT_QUANTS
+from edgechat.cli.compress import compression_options, recipe_from_cli
+from edgechat.core.errors import GateFailed
+from edgechat.core.errors import EdgechatError
+
+SAMPLING = [
+    click.option("--max-tokens", default=256, show_default=True, help="Most tokens to generate per reply."),
+    click.option("--temperature", default=0.0, show_default=True, help="0 is greedy decoding."),
+    click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling mass (with temperature > 0)."),
+    click.option("--top-k", default=0, show_default=True, help="Keep the k likeliest tokens (0: off)."),
+    click.option("--seed", default=None, type=int, help="Sampling seed, for repeatable sampled replies."),
+]
+
+
+def sampling_options(fn):
+    for opt in reversed(SAMPLING):
+        fn = opt(fn)
+    return fn
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgechat")
+def cli():
+    """edgechat: put dialogue language models on edge devices.
+
+    Convert a checkpoint to GGUF (llama.cpp) artifacts with a measured quality, chat with any artifact
+    through one API, and evaluate or inspect it. SOURCE is a Hugging Face checkpoint directory or a
+    .gguf file; with none, the embedded SmolLM2-135M-Instruct is used."""
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output directory: artifacts, tokenizer, chat template and the edgechat.json manifest.")
+@click.option("--format", "formats", multiple=True, default=["gguf"], show_default=True,
+              help=f"{', '.join(FORMAT_MODULES)}: gguf for llama.cpp, pte for ExecuTorch, hf a Hugging Face "
+              "checkpoint directory. Repeatable.")
+@click.option("--quant", "quants", multiple=True,
+              help=f"gguf: {schemes.help_text('gguf')}; pte: {schemes.help_text('pte')}. "
+              "Repeatable: one load, many artifacts.")
+@click.option("--group-size", type=int, help="pte: weights per quantization group, 32, 64 or 128 "
+              "(default: 32 for 8da4w, per-channel for 8da8w).")
+@click.option("--embedding-quant", help="pte: 8w, 4w or none (default: 4w with 8da4w, 8w with 8da8w, none with fp32).")
+@click.option("--head-quant", help="pte: 8w or 4w weights for the output projection (default: those of the other "
+              "linears; 8w keeps the head at 8 bits under 8da4w, as llama.cpp's Q4 types do).")
+@click.option("--max-seq-len", type=int, help="pte: context length of the static KV cache "
+              "(default: the model's, at most 2048).")
+@click.option("--imatrix", is_flag=True, help="Quantize Q4_0/Q4_K_M with an importance matrix from --calib text.")
+@click.option("--calib", type=click.Path(), help="Calibration text for --imatrix (default: chit-chat dialogues).")
+@click.option("--eval-data", type=click.Path(), help="Text for the manifest's quality figures "
+              "(default: 20 held-out chit-chat dialogues). Raw text, DailyDialog or JSONL.")
+@click.option("--no-eval", is_flag=True, help="Skip the quality measurement.")
+@click.option("--threads", type=int, help="CPU threads (default: all cores of this machine).")
+@click.option("--target", help="Plan for a device profile (`edgechat targets list`): it picks the format and quant "
+              "(among any --format/--quant given) and the CPU/GPU/NPU split; the manifest records the plan.")
+@click.option("--on", "accelerator", help="With --target: force the placement (cpu, or an accelerator's name). A .pte "
+              "plan that puts layers on a Vulkan or Core ML accelerator also writes that accelerator's artifact.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@compression_options
+def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_quant, max_seq_len, imatrix, calib,
+            eval_data, no_eval, threads, target, accelerator, as_json, **compression):
+    """Convert SOURCE into artifacts in OUTPUT, with quality figures vs the fp32 model."""
+    from edgechat.app.pipeline import ConvertOptions, convert as run_convert
+    from edgechat.reports.progress import Steps
+
+    if target and click.get_current_context().get_parameter_source("formats").name == "DEFAULT":
+        formats = []  # with --target and no --format, the plan picks the format
+    opts = ConvertOptions(formats=list(formats), quants=[q.lower() for q in quants], imatrix=imatrix,
+                          calib=calib, eval_data=eval_data, evaluate=not no_eval, threads=threads, target=target,
+                          on=accelerator,
+                          extra={k: v for k, v in (("group_size", group_size), ("max_seq_len", max_seq_len),
+                                                   ("embedding_quant", embedding_quant and embedding_quant.lower()),
+                                                   ("head_quant", head_quant and head_quant.lower()))
+                                 if v is not None})
+    opts.recipe = recipe_from_cli(**compression)
+    if opts.recipe:
+        set_by_user = {p: click.get_current_context().get_parameter_source(p).name != "DEFAULT" for p in ("formats", "quants")}
+        opts.formats = opts.formats if set_by_user["formats"] else list(opts.recipe.export.formats)
+        opts.quants = opts.quants if set_by_user["quants"] else list(opts.recipe.export.quants)
+    with Steps(enabled=not as_json) as steps:
+        try:
+            manifest = run_convert(source, out_dir, opts, steps)
+        except GateFailed as failed:
+            from edgechat.reports.tables import artifact_table
+
+            artifact_table(failed.manifest, out_dir)
+            raise
+    if manifest.get("target_plan") and not as_json:
+        tp = manifest["target_plan"]
+        click.echo(f"plan for {tp['target']}: {tp['format']} {tp['quant']}, {tp['chosen']['placement']}, "
+                   f"estimated {tp['chosen']['decode_tok_s']:.1f} tok/s decode"
+                   + (f", measured here {tp['host_check']['measured_decode_tok_s']:.1f}" if tp.get("host_check") else ""),
+                   err=True)
+    if as_json:
+        emit_json(manifest)
+        return
+    from edgechat.reports.tables import artifact_table
+
+    artifact_table(manifest, out_dir)
+
+
+@cli.command()
+@click.argument("artifact", required=False)
+@click.option("--prompt", help="Ask one question, print the reply and exit (no REPL).")
+@click.option("--system", help="System message (default: the chat template's own, if any).")
+@sampling_options
+@click.option("--engine", type=click.Choice(list(runtimes.ENGINES)), help="Force an engine (torch: fp32 reference).")
+@click.option("--quant", help="In an output directory with several artifacts, the one to run.")
+@click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
+@click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="With --prompt: print the reply and its stats as JSON.")
+def chat(artifact, prompt, system, max_tokens, temperature, top_p, top_k, seed, engine, quant, n_ctx, threads, as_json):
+    """Chat with ARTIFACT (.gguf, output directory or HF directory; default: the embedded model).
+
+    Without --prompt, an interactive session: /reset clears the history, /exit (or Ctrl-D) quits."""
+    import edgechat
+
+    c = edgechat.load(artifact, engine=engine, system=system, n_ctx=n_ctx, threads=threads, quant=quant,
+                      max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+    if prompt is not None:
+        if as_json:
+            r = c.send(prompt)
+            emit_json({"text": r.text, "token_ids": r.token_ids, "stats": r.stats.as_dict()})
+            return
+        for piece in c.send(prompt, stream=True):
+            click.echo(piece, nl=False)
+        click.echo()
+        return
+    from edgechat.reports.tables import repl
+
+    repl(c)
+
+
+@cli.command(name="eval")
+@click.argument("artifact")
+@click.option("--reference", required=True, help="The fp32 reference SOURCE (HF directory or .gguf).")
+@click.option("--data", type=click.Path(), help="Raw text (llama.cpp perplexity chunks), DailyDialog "
+              "(__eou__, assistant turns scored) or JSONL chats. Default: held-out chit-chat dialogues.")
+@click.option("--n-ctx", type=int, default=512, show_default=True, help="Chunk / window length in tokens.")
+@click.option("--chunks", type=int, default=40, show_default=True, help="Most chunks of raw text to score.")
+@click.option("--dialogues", type=int, default=30, show_default=True, help="Most dialogues to score.")
+@click.option("--quant", help="In an output directory with several artifacts, the one to evaluate.")
+@click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def eval_cmd(artifact, reference, data, n_ctx, chunks, dialogues, quant, threads, as_json):
+    """Perplexity, mean KL divergence and top-1 agreement of ARTIFACT against the fp32 REFERENCE."""
+    from edgechat.app.api import open_engine
+    from edgechat.core.data import read_eval_data
+    from edgechat.app.evaluate import evaluate
+    from edgechat.reports.progress import Steps
+    from edgechat.core.sources import load_model
+    from runtimes.torch_engine import TorchEngine
+
+    dataset = read_eval_data(data, max_dialogues=dialogues)
+    with Steps(enabled=not as_json) as steps:
+        steps.step(f"loading {artifact} and the reference {reference}")
+        engine = open_engine(artifact, n_ctx=n_ctx, threads=threads, quant=quant, logits_all=True)
+        ref = TorchEngine(load_model(reference), n_ctx=n_ctx, threads=threads)
+        total = len(dataset.dialogues) if dataset.kind == "dialogues" else None
+        advance = steps.step(f"scoring {dataset.name}", total=total)
+        q = evaluate(engine, ref, dataset, n_ctx=n_ctx, max_chunks=chunks, on_sequence=advance)
+    if as_json:
+        emit_json(q.as_dict())
+        return
+    from edgechat.reports.tables import kv_table
+
+    kv_table(f"{Path(engine.model_path).name} vs {reference}", q.as_dict())
+
+
+@cli.command()
+@click.argument("artifact", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def inspect(artifact, as_json):
+    """Show what ARTIFACT holds: architecture, sizes, quant types, tokenizer, template, manifest."""
+    from edgechat.app.inspect import describe
+    from edgechat.reports.tables import kv_table
+
+    info = describe(artifact)
+    if as_json:
+        emit_json(info)
+    else:
+        kv_table(str(artifact or "default model"), info)
+
+
+@cli.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--target", default="host", show_default=True,
+              help="Profile whose threads and power figures apply, and whose speed estimate is shown beside the "
+                   "measured one (the run itself is on this machine).")
+@click.option("--prompts", help="A text file (one prompt a line), a .jsonl ({\"turns\": [...]} or {\"prompt\": ...}), "
+              "or mtbench (MT-Bench's two-turn questions). Default: 4 built-in prompts.")
+@click.option("--max-prompts", type=int, help="Use only the first N prompts (conversations).")
+@click.option("--runs", default=3, show_default=True, help="Rounds over all prompts; the artifact order rotates.")
+@click.option("--max-tokens", default=64, show_default=True, help="Most tokens generated per reply.")
+@click.option("--n-ctx", default=1024, show_default=True, help="Context window in tokens.")
+@click.option("--threads", type=int, help="CPU threads (default: the target's).")
+@click.option("--power", help="auto (a power reader if one works, else an estimate), estimate, or a reader: "
+              "rapl, nvml, power_supply, rpi_pmic, powermetrics. Default: $EDGECHAT_POWER or auto.")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
+              help="Write profile.json, profile.csv, profile.md and profile.png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def profile(artifacts, target, prompts, max_prompts, runs, max_tokens, n_ctx, threads, power, out_dir, as_json):
+    """Run each of ARTIFACTS in its own process on the same prompts, interleaved, and tabulate prefill and
+    decode speed (mean ± sd), TTFT, inter-token latency, joules per token and peak RSS, with the machine's
+    load during the run (a warning when other processes were busy)."""
+    from edgechat.app.profiling import run_profile, write_profile
+    from edgechat.reports.profiling import show
+
+    result = run_profile(list(artifacts), prompts, runs, max_tokens, threads, target=target, n_ctx=n_ctx,
+                         max_prompts=max_prompts, power=power, progress=not as_json)
+    if out_dir:
+        written = write_profile(result, out_dir)
+        if not as_json:
+            click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+    if as_json:
+        emit_json(result)
+    else:
+        show(result)
+    if result["machine"]["warning"]:
+        click.echo(f"edgechat: warning: {result['machine']['warning']}", err=True)
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def targets(ctx):
+    """Device profiles (targets/profiles/*.toml; `host` is this machine, measured at run time)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(targets_list)
+
+
+@targets.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+def targets_list(as_json=False):
+    """List the device profiles."""
+    from targets import list_profiles
+
+    from edgechat.app.targeting import get_profile
+
+    profiles = [get_profile(n, measure=False) for n in list_profiles()]
+    if as_json:
+        emit_json([p.to_dict() for p in profiles])
+        return
+    from edgechat.reports.targets import targets_table
+
+    targets_table(profiles)
+
+
+@targets.command(name="show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+def targets_show(name, as_json):
+    """Show one profile (NAME, or a path to a .toml file); for host, what was measured."""
+    from edgechat.app.targeting import get_profile
+
+    p = get_profile(name)
+    if as_json:
+        emit_json(p.to_dict())
+        return
+    from edgechat.reports.targets import profile_view
+
+    profile_view(p)
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--target", required=True, help="A profile name (`edgechat targets list`) or a .toml file.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(schemes.formats()),
+              help="Consider only these formats (default: both). Repeatable.")
+@click.option("--quant", "quants", multiple=True, help="Consider only these quants (default: "
+              f"{', '.join(q for qs in DEFAULT_QUANTS.values() for q in qs)}). Repeatable.")
+@click.option("--n-ctx", default=2048, show_default=True, help="Context length the KV cache is sized for.")
+@click.option("--prompt-tokens", default=128, show_default=True, help="Prompt length for the prefill estimate.")
+@click.option("--min-tok-s", default=20.0, show_default=True,
+              help="The most faithful quant estimated to decode at least this fast wins.")
+@click.option("--as-is", is_flag=True, help="SOURCE is a .gguf artifact: plan only its placement, as quantized.")
+@click.option("--on", "accelerator", help="Force the placement: cpu, or an accelerator's name (as many layers as "
+              "fit on it), e.g. --on 'Hexagon NPU'.")
+@click.option("--layers", is_flag=True, help="One row per layer (default: runs of identical layers folded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(source, target, formats, quants, n_ctx, prompt_tokens, min_tok_s, as_is, accelerator, layers, as_json):
+    """Plan SOURCE for a device: each layer's weights at the quant and the KV cache at n_ctx, estimated
+    prefill and decode speed for every candidate placement, and the chosen format, quant and CPU/GPU/NPU
+    split with the reasons. SOURCE: HF directory, .gguf, or an edgechat output directory (default: the
+    embedded model)."""
+    from edgechat.app.targeting import plan_for
+
+    p = plan_for(source, target, formats=list(formats) or None, quants=[q.lower() for q in quants] or None,
+                 n_ctx=n_ctx, prompt_tokens=prompt_tokens, min_decode_tok_s=min_tok_s, as_is=as_is,
+                 accelerator=accelerator)
+    if as_json:
+        emit_json(p.to_dict())
+        return
+    from edgechat.reports.targets import plan_view
+
+    plan_view(p, all_layers=layers)
+
+
+def _add_commands():
+    from edgechat.cli.compress import distill
+
+    cli.add_command(distill)
+
+
+_add_commands()
+
+
+def main(argv=None):
+    try:
+        rv = cli.main(args=argv, standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except EdgechatError as e:
+        click.echo(f"edgechat: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+

@@ -1,0 +1,19 @@
+"""Llama (and SmolLM2, which is Llama-shaped): plain RoPE, no biases, tied or untied head."""
+from __future__ import annotations
+
+from edgechat.core.archs import register
+from edgechat.core.archs.family import Family
+from edgechat.core.config import ModelConfig
+
+
+@register
+class Llama(Family):
+    name = "llama"
+    hf_architectures = ("LlamaForCausalLM",)
+    hf_model_type = "llama"
+    gguf_arch = "LLAMA"
+    end_of_turn = ("<|eot_id|>", "<|im_end|>")  # Llama 3's, and the ChatML of SmolLM2 and other fine-tunes
+    permute_qk = True
+
+    def config_to_hf(self, c: ModelConfig) -> dict:
+        return {**super().config_to_hf(c), "attention_bias": c.attention_bias, "mlp_bias": False}

@@ -1,0 +1,81 @@
+"""Load a GGUF file of a registered architecture into the in-memory model, dequantized to fp32 by gguf-py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgechat.core import archs
+from edgechat.core.archs.family import unpermute_qk
+from edgechat.core.errors import EdgechatError
+from edgechat.core.files import sha256_of
+from edgechat.core.gguf_file import read_header
+from edgechat.core.model import Model, build_module, expected_tensors
+from edgechat.core.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer
+
+
+def open_gguf(path: Path):
+    import gguf
+
+    read_header(path)  # magic, header and tensor extents, with clear errors
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as e:  # gguf-py raises assorted errors on bad bytes
+        raise EdgechatError(f"{path} is truncated or corrupt: gguf-py cannot read it ({e})") from None
+
+
+def field_value(reader, key, default=None):
+    f = reader.fields.get(key)
+    return default if f is None else f.contents()
+
+
+def read_vocab(reader) -> GGUFVocab:
+    kv = lambda k, d=None: field_value(reader, f"tokenizer.ggml.{k}", d)  # noqa: E731
+    if kv("model") is None or kv("tokens") is None:
+        raise EdgechatError("the GGUF file has no tokenizer (tokenizer.ggml.model/tokens): edgechat needs one")
+    return GGUFVocab(model=kv("model"), tokens=kv("tokens"), types=kv("token_type"), scores=kv("scores"),
+                     merges=kv("merges"), pre=kv("pre"), bos_id=kv("bos_token_id"), eos_id=kv("eos_token_id"),
+                     eot_id=kv("eot_token_id"), unk_id=kv("unknown_token_id"), pad_id=kv("padding_token_id"),
+                     add_bos=bool(kv("add_bos_token", False)), add_space_prefix=kv("add_space_prefix"))
+
+
+def tokenizer_from_vocab(v: GGUFVocab):
+    if v.model == "gpt2":
+        return HFTokenizer.from_gguf(v)
+    if v.model == "llama":
+        return SPTokenizer.from_gguf(v)
+    raise EdgechatError(f"unsupported GGUF tokenizer model {v.model!r}: edgechat reads 'gpt2' (BPE) and 'llama' (SentencePiece)")
+
+
+def config_from_gguf(reader, n_vocab: int):
+    family = archs.for_gguf(field_value(reader, "general.architecture"))
+    meta = {k: field_value(reader, k) for k in reader.fields if not k.startswith("tokenizer.")}
+    return family.config_from_gguf(meta, [t.name for t in reader.tensors], n_vocab)
+
+
+def dequantize(t) -> np.ndarray:
+    import gguf
+
+    shape = [int(x) for x in reversed(t.shape)]
+    return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False).reshape(shape)
+
+
+def load_gguf(path: Path) -> Model:
+    reader = open_gguf(path)
+    vocab = read_vocab(reader)
+    cfg = config_from_gguf(reader, len(vocab.tokens))
+    family = archs.get(cfg.arch)
+    to_gguf = family.gguf_tensor_names(cfg, expected_tensors(cfg))
+    tensors = {t.name: t for t in reader.tensors}
+    state = {}
+    for name, g_name in to_gguf.items():
+        if g_name in tensors:
+            w = dequantize(tensors[g_name])
+            heads = family.qk_permute_heads(name, cfg)
+            state[name] = torch.from_numpy(unpermute_qk(w, heads) if heads else w.copy())
+    module = build_module(cfg, state, str(path))
+    template = field_value(reader, "tokenizer.chat_template")
+    name = field_value(reader, "general.name") or path.stem
+    source = {"path": str(path), "kind": "gguf", "sha256": sha256_of([path])}
+    return Model(cfg, module, tokenizer_from_vocab(vocab), template, source, name=name)
