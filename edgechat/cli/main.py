@@ -142,7 +142,7 @@ def chat(artifact, prompt, system, max_tokens, temperature, top_p, top_k, seed, 
             click.echo(piece, nl=False)
         click.echo()
         return
-    from edgechat.reports.tables import repl
+    from edgechat.cli.repl import repl
 
     repl(c)
 

@@ -1,4 +1,4 @@
-"""Human-facing output: rich tables for convert/eval/inspect/profile, and the interactive chat loop."""
+"""Human-facing output: rich tables for convert/eval/inspect/profile."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,26 +49,3 @@ def profile_table(result: dict) -> None:
                   f"{r['ttft_s']['median'] * 1e3:.1f}", f"{r['itl_p95_ms']['median']:.2f}",
                   f"{r['decode_gb_s']:.2f}", f"{r['peak_rss_mb']:.0f}")
     console.print(t)
-
-
-def repl(chat) -> None:
-    console.print("[dim]edgechat chat: type a message; /reset clears the history, /exit quits.[/dim]")
-    while True:
-        try:
-            line = console.input("[bold]> [/bold]")
-        except EOFError:
-            break
-        text = line.strip()
-        if not text:
-            continue
-        if text in ("/exit", "/quit"):
-            break
-        if text == "/reset":
-            chat.reset()
-            console.print("[dim](history cleared)[/dim]")
-            continue
-        for piece in chat.send(text, stream=True):
-            console.out(piece, end="", highlight=False)
-        s = chat.last_reply.stats
-        console.print(f"\n[dim]{s.completion_tokens} tokens, TTFT {s.ttft_s * 1e3:.0f} ms, "
-                      f"{s.decode_tok_s:.1f} tok/s, stop: {s.stop_reason}[/dim]")
