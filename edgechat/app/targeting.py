@@ -33,7 +33,7 @@ def threads_for(target: str = "host") -> int:
 # -- shapes -------------------------------------------------------------------------------------------
 def gguf_quant(meta: dict, tensors: dict) -> str:
     """The file's quant name: llama.cpp's general.file_type, else the type of its FFN matrices."""
-    from targets import quants
+    from targets import schemes as quants
 
     by_ftype = quants.by_llama_ftype()
     if meta.get("general.file_type") in by_ftype:

@@ -22,7 +22,6 @@ _loaded = False
 
 def register(cls: type[Family]) -> type[Family]:
     """Class decorator: make the family known by its name and its Hugging Face architecture names."""
-    _load_all()  # the built-in families first, so a clash with one of them is caught
     family = cls()
     keys = [(family.name, _BY_NAME), *((hf, _BY_HF) for hf in family.hf_architectures)]
     for key, table in keys:
