@@ -33,13 +33,13 @@ def threads_for(target: str = "host") -> int:
 # -- shapes -------------------------------------------------------------------------------------------
 def gguf_quant(meta: dict, tensors: dict) -> str:
     """The file's quant name: llama.cpp's general.file_type, else the type of its FFN matrices."""
-    from targets import schemes as quants
+    from targets import schemes
 
-    by_ftype = quants.by_llama_ftype()
+    by_ftype = schemes.by_llama_ftype()
     if meta.get("general.file_type") in by_ftype:
         return by_ftype[meta["general.file_type"]].name
     t = tensors.get("blk.0.ffn_up.weight", ([], "F32"))[1].lower()
-    return t if t in quants.names("gguf") else "q4_0"
+    return t if t in schemes.names("gguf") else "q4_0"
 
 
 def spec_from_gguf(path: Path):
