@@ -172,9 +172,14 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
 
 
 def save_checkpoint(path: Path, module, opt, step: int, log: list) -> None:
+    """Write beside, then rename: an interrupt at any moment leaves the previous checkpoint whole for --resume."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"student": module.state_dict(), "optimizer": opt.state_dict(), "step": step, "log": list(log)}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"student": module.state_dict(), "optimizer": opt.state_dict(), "step": step, "log": list(log)}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class _null:

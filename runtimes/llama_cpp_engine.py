@@ -33,7 +33,7 @@ class LlamaCppEngine(Engine):
                 model_path=str(path), n_ctx=n_ctx or 0, n_threads=threads, n_threads_batch=threads,
                 n_batch=512, logits_all=logits_all, type_k=KV_TYPES[kv_type], type_v=KV_TYPES[kv_type],
                 n_gpu_layers=n_gpu_layers, verbose=False)
-        except ValueError as e:
+        except (ValueError, RuntimeError, OSError) as e:  # llama-cpp-python's "Failed to load model from file"
             raise EdgechatError(f"llama.cpp could not load {path}: {e}") from None
         self._lib = llama_cpp
         self.model_path = str(path)

@@ -58,15 +58,17 @@ def set_threads(n: int | None) -> None:
 
 
 def load_tokenizer(folder: Path, bos_id: int | None, eos_ids: list[int], add_bos: bool):
-    from edgechat.core.tokenizer import HFTokenizer, SPTokenizer
+    from edgechat.core.tokenizer import HFTokenizer, SPTokenizer, guarded
 
     if (folder / "tokenizer.json").exists():
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tok = guarded(folder / "tokenizer.json", "is not a valid tokenizer.json", Tokenizer.from_file,
+                      str(folder / "tokenizer.json"))
         return HFTokenizer(tok, bos_id=bos_id, eos_ids=eos_ids, add_bos=add_bos)
     if (folder / "tokenizer.model").exists():
-        return SPTokenizer((folder / "tokenizer.model").read_bytes(), add_bos=add_bos)
+        return guarded(folder / "tokenizer.model", "is not a valid SentencePiece model", SPTokenizer,
+                       (folder / "tokenizer.model").read_bytes(), add_bos=add_bos)
     raise EdgechatError(f"no tokenizer beside {folder}: the .pte needs tokenizer.json or tokenizer.model in the "
                         "same directory (edgechat convert --format pte writes it there)")
 
@@ -89,9 +91,14 @@ def read_program(path: Path):
         raise EdgechatError(f"{path.name} lacks the LLM method(s) {what}: export it with "
                             "`edgechat convert SOURCE --format pte`")
     meta = {}
-    for name in REQUIRED_METADATA + tuple(n for n in (ADD_BOS_METHOD,) if n in names):
-        out = program.load_method(name).execute([])
-        meta[name] = out if name == "get_eos_ids" else (out[0] if out else None)
+    try:
+        for name in REQUIRED_METADATA + tuple(n for n in (ADD_BOS_METHOD,) if n in names):
+            with quiet_stderr():
+                out = program.load_method(name).execute([])
+            meta[name] = out if name == "get_eos_ids" else (out[0] if out else None)
+    except Exception as e:  # a damaged program loads but its methods fail ExecuTorch's checks
+        raise EdgechatError(f"ExecuTorch could not run {path.name}'s metadata method {name}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (a damaged .pte?)") from None
     return program, meta
 
 
@@ -122,8 +129,12 @@ class PteEngine(Engine):
         self.chat_template = template.read_text() if template.exists() else None
         self.bos_text, self.eos_text, self.add_bos = self.tok.bos_text, self.tok.eos_text, self.tok.add_bos
         self.eog_ids = frozenset(eos) | conversation.for_tokenizer(self.tok, self.chat_template).eog_ids
-        with quiet_stderr():
-            self._forward = self.program.load_method("forward")
+        try:
+            with quiet_stderr():
+                self._forward = self.program.load_method("forward")
+        except Exception as e:
+            raise EdgechatError(f"ExecuTorch could not load {path.name}'s forward method: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (a damaged .pte?)") from None
         self._all = None
         self._ids: list[int] = []  # token at each position of the forward method's cache
         self._valid = 0  # positions [0, _valid) of that cache hold _ids' K/V

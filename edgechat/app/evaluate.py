@@ -78,6 +78,10 @@ def evaluate(engine, reference, data: EvalData, n_ctx: int = 512, max_chunks: in
     nll, ref_nll, klds, agree, n_seq = [], [], [], [], 0
     for ids, pos in seqs:
         la, lr = engine.logits_all(ids), reference.logits_all(ids)
+        for who, x in (("the artifact", la), ("the reference", lr)):
+            if not np.isfinite(x).all():
+                raise EdgechatError(f"{who} produced non-finite logits (NaN or Inf) on sequence {n_seq + 1} of "
+                                    f"{data.name}: its weights or its engine are broken, so no figure would mean anything")
         if la.shape[-1] != lr.shape[-1]:
             raise EdgechatError(f"vocabulary mismatch: the artifact has {la.shape[-1]} tokens, the reference {lr.shape[-1]}")
         targets = np.asarray(ids)[pos + 1]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -56,11 +57,57 @@ class Recipe:
 SECTIONS = {"prune": PruneOptions, "distill": DistillConfig, "export": ExportSection, "gate": GateOptions}
 
 
+# Numbers beyond their field's type: (low, high or None, low allowed?); any other number must be >= 0.
+RANGES = {"prune.ffn": (0, 1, True), "prune.hidden": (0, 1, True), "prune.target_params": (0, 1, False),
+          "gate.max_kld": (0, None, False), "gate.max_ppl_ratio": (0, None, False), "distill.lr": (0, None, False),
+          "distill.temperature": (0, None, False),
+          **{f"distill.{k}": (1, None, True) for k in ("steps", "micro_batch", "grad_accum", "seq_len",
+                                                        "checkpoint_every", "max_dialogues")}}
+CHOICES = {"prune.strategy": ("width", "depth", "mixed"), "distill.device": ("cpu", "cuda"),
+           "export.formats": ("gguf", "pte", "hf")}
+
+
+def _type_ok(value, annotation: str) -> bool:
+    """The field's annotation (a string: these modules use postponed annotations) against a TOML value."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    for k in kinds:
+        if k == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue
+        if (k == "int" and isinstance(value, int)) or (k == "float" and isinstance(value, (int, float))
+                                                         and math.isfinite(value)):
+            return True
+        if k == "str" and isinstance(value, str):
+            return True
+        if k == "list[str]" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return True
+    return False
+
+
+def _check_value(key: str, value, annotation: str, where: str) -> None:
+    if not _type_ok(value, annotation):
+        raise EdgechatError(f"{where}: '{key}' must be {annotation.replace('|', 'or')}, got {value!r:.60}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high, inclusive = RANGES.get(key, (0, None, True))
+        if not ((value >= low if inclusive else value > low) and (high is None or value < high)):
+            bound = f"{'>=' if inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
+            raise EdgechatError(f"{where}: '{key}' must be {bound}, got {value!r}")
+    choices = CHOICES.get(key)
+    for v in value if isinstance(value, list) else [value]:
+        if choices and v not in choices:
+            raise EdgechatError(f"{where}: '{key}' must be one of {', '.join(choices)}, got {v!r:.60}")
+
+
 def _section(name: str, cls, values: dict, where: str):
-    allowed = {f.name for f in fields(cls)} - {"log"}
+    types = {f.name: f.type for f in fields(cls)}
+    allowed = set(types) - {"log"}
     for key in values:
         if key not in allowed:
             raise EdgechatError(f"{where}: unknown key '{name}.{key}' (allowed: {', '.join(sorted(allowed))})")
+        _check_value(f"{name}.{key}", values[key], str(types[key]), where)
     return cls(**values)
 
 
@@ -68,7 +115,10 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.exists():
         raise EdgechatError(f"no such recipe file: {path}")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise EdgechatError(f"cannot read {path}: {e.strerror or e}") from None
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -320,7 +320,43 @@ def _add_commands():
 _add_commands()
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so every `finally` (staging directories, engines) runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _install_signals() -> None:
+    import signal
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        # with a file-size limit (RLIMIT_FSIZE) the kernel would kill us mid-write: take EFBIG as an error instead
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def disk_error(e: OSError) -> str | None:
+    """One line for the write failures a user fixes by freeing space or raising a limit."""
+    import errno
+
+    reasons = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "a file would pass the file-size limit",
+               errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the file system is read-only"}
+    if e.errno not in reasons:
+        return None
+    where = f" writing {e.filename}" if e.filename else ""
+    return f"{reasons[e.errno]}{where}: nothing was written; free space (or raise the limit) and run it again"
+
+
 def main(argv=None):
+    _install_signals()
     try:
         rv = cli.main(args=argv, standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -335,4 +371,13 @@ def main(argv=None):
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
+    except OSError as e:
+        message = disk_error(e)
+        if message is None:
+            raise
+        click.echo(f"edgechat: error: {message}", err=True)
+        sys.exit(2)
 

@@ -2,6 +2,8 @@
 output appear only when every step that writes it succeeded."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -34,20 +36,63 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
+def _lock(out_dir: Path) -> int:
+    """An exclusive lock on `.OUTDIR.lock` beside out_dir, so two writers of one OUTDIR never mix files: the second
+    fails at once. The lock file is removed on release; a writer that opened a file another has just removed
+    (stat no longer matches) tries again with the new one."""
+    path = out_dir.parent / f".{out_dir.name}.lock"
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise EdgechatError(f"cannot write to {out_dir}: another edgechat process is writing it "
+                                    f"(lock {path}); wait for it to finish or choose another -o") from None
+            raise
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise EdgechatError(f"cannot lock {path}: it keeps being replaced")
+
+
+def _unlock(out_dir: Path, fd: int) -> None:
+    try:
+        os.unlink(out_dir.parent / f".{out_dir.name}.lock")  # while still held, so no one locks a removed file
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+
+
 @contextmanager
 def staging(out_dir: Path):
-    """Yield a hidden sibling directory; on success move its contents into out_dir, else delete it all."""
+    """Yield a hidden sibling directory; on success move its contents into out_dir, else delete it all. Only one
+    process at a time stages a given out_dir."""
     if out_dir.exists() and not out_dir.is_dir():
         raise EdgechatError(f"cannot write to {out_dir}: it exists and is not a directory")
     created = next((p for p in [out_dir.parent, *out_dir.parent.parents][::-1] if not p.exists()), None)
+    lock = None
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = _lock(out_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new directory
     except OSError as e:
+        if lock is not None:
+            _unlock(out_dir, lock)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise EdgechatError(f"cannot write to {out_dir}: {e.strerror or e}") from None
+    except EdgechatError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     ok = False
     try:
         yield tmp
@@ -61,3 +106,4 @@ def staging(out_dir: Path):
         shutil.rmtree(tmp, ignore_errors=True)
         if not ok and created is not None:
             shutil.rmtree(created, ignore_errors=True)
+        _unlock(out_dir, lock)

@@ -12,7 +12,8 @@ from edgechat.core.errors import EdgechatError
 from edgechat.core.files import sha256_of
 from edgechat.core.gguf_file import read_header
 from edgechat.core.model import Model, build_module, expected_tensors
-from edgechat.core.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer
+from edgechat.core.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer, guarded
+from edgechat.core.validate import check_vocab
 
 
 def open_gguf(path: Path):
@@ -40,11 +41,13 @@ def read_vocab(reader) -> GGUFVocab:
                      add_bos=bool(kv("add_bos_token", False)), add_space_prefix=kv("add_space_prefix"))
 
 
-def tokenizer_from_vocab(v: GGUFVocab):
+def tokenizer_from_vocab(v: GGUFVocab, path: Path | str = "the GGUF file"):
+    if v.model == "llama" and (v.scores is None or v.types is None):
+        raise EdgechatError(f"{path}: a SentencePiece ('llama') vocabulary needs tokenizer.ggml.scores and token_type")
     if v.model == "gpt2":
-        return HFTokenizer.from_gguf(v)
+        return guarded(path, "holds a BPE vocabulary the tokenizers library refuses", HFTokenizer.from_gguf, v)
     if v.model == "llama":
-        return SPTokenizer.from_gguf(v)
+        return guarded(path, "holds a SentencePiece vocabulary that cannot be rebuilt", SPTokenizer.from_gguf, v)
     raise EdgechatError(f"unsupported GGUF tokenizer model {v.model!r}: edgechat reads 'gpt2' (BPE) and 'llama' (SentencePiece)")
 
 
@@ -71,11 +74,14 @@ def load_gguf(path: Path) -> Model:
     state = {}
     for name, g_name in to_gguf.items():
         if g_name in tensors:
-            w = dequantize(tensors[g_name])
+            w = guarded(path, f"has tensor {g_name} that gguf-py cannot dequantize", dequantize, tensors[g_name])
             heads = family.qk_permute_heads(name, cfg)
-            state[name] = torch.from_numpy(unpermute_qk(w, heads) if heads else w.copy())
+            w = guarded(path, f"has tensor {g_name} of a shape its config cannot have", unpermute_qk, w, heads) if heads else w
+            state[name] = torch.from_numpy(w.copy())
+    tokenizer = tokenizer_from_vocab(vocab, path)
+    check_vocab(cfg, tokenizer, str(path))
     module = build_module(cfg, state, str(path))
     template = field_value(reader, "tokenizer.chat_template")
     name = field_value(reader, "general.name") or path.stem
     source = {"path": str(path), "kind": "gguf", "sha256": sha256_of([path])}
-    return Model(cfg, module, tokenizer_from_vocab(vocab), template, source, name=name)
+    return Model(cfg, module, tokenizer, template, source, name=name)

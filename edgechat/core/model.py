@@ -52,7 +52,14 @@ def build_module(cfg: ModelConfig, state_dict: dict[str, torch.Tensor], where: s
         if tuple(state_dict[k].shape) != tuple(shapes[k]):
             raise EdgechatError(f"{where}: tensor {k} has shape {tuple(state_dict[k].shape)}, "
                                 f"config says {tuple(shapes[k])}")
-    module.load_state_dict({k: state_dict[k].float() for k in expected}, strict=False, assign=True)
+    weights = {k: state_dict[k].float() for k in expected}
+    for k in sorted(expected):  # a NaN or Inf weight poisons every logit downstream: refuse it by name
+        w = weights[k]
+        if not torch.isfinite(w).all():
+            nan, inf = int(torch.isnan(w).sum()), int(torch.isinf(w).sum())
+            raise EdgechatError(f"{where}: tensor {k} holds non-finite values ({nan} NaN, {inf} Inf): "
+                                "the checkpoint is corrupt or was trained into divergence")
+    module.load_state_dict(weights, strict=False, assign=True)
     if cfg.tie_word_embeddings:
         module.lm_head.weight = module.model.embed_tokens.weight
     return module.eval().requires_grad_(False)
