@@ -94,7 +94,7 @@ def artifact_facts(path: str, target: str, prompt_tokens: int, gen_tokens: int, 
     return {"format": "gguf", "quant": quant, "params": params, "estimate": est}
 
 
-def run_profile(artifacts: list[str], prompts: str | None = None, runs: int = 3, max_tokens: int = 64,
+def run_profiling(artifacts: list[str], prompts: str | None = None, runs: int = 3, max_tokens: int = 64,
                 threads: int | None = None, target: str = "host", n_ctx: int = 1024, max_prompts: int | None = None,
                 power: str | None = None, warmup: bool = True, progress: bool = True) -> dict:
     from edgechat.probes.machine_load import LoadMonitor
@@ -160,7 +160,7 @@ def run_profile(artifacts: list[str], prompts: str | None = None, runs: int = 3,
             "results": results, "samples": samples}
 
 
-def write_profile(result: dict, out_dir: Path) -> list[Path]:
+def write_profiling(result: dict, out_dir: Path) -> list[Path]:
     from edgechat.reports.profiling import write_all
 
     return write_all(result, Path(out_dir))

@@ -219,13 +219,13 @@ def profile(artifacts, target, prompts, max_prompts, runs, max_tokens, n_ctx, th
     """Run each of ARTIFACTS in its own process on the same prompts, interleaved, and tabulate prefill and
     decode speed (mean ± sd), TTFT, inter-token latency, joules per token and peak RSS, with the machine's
     load during the run (a warning when other processes were busy)."""
-    from edgechat.app.profiling import run_profile, write_profile
+    from edgechat.app.profiling import run_profiling, write_profiling
     from edgechat.reports.profiling import show
 
-    result = run_profile(list(artifacts), prompts, runs, max_tokens, threads, target=target, n_ctx=n_ctx,
-                         max_prompts=max_prompts, power=power, progress=not as_json)
+    result = run_profiling(list(artifacts), prompts, runs, max_tokens, threads, target=target, n_ctx=n_ctx,
+                           max_prompts=max_prompts, power=power, progress=not as_json)
     if out_dir:
-        written = write_profile(result, out_dir)
+        written = write_profiling(result, out_dir)
         if not as_json:
             click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     if as_json:

@@ -1,4 +1,4 @@
-"""Human-facing output: rich tables for convert/eval/inspect/profile."""
+"""Human-facing output: rich tables for convert, eval and inspect."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,18 +34,4 @@ def artifact_table(manifest: dict, out_dir: Path) -> None:
         q = a.get("quality") or {}
         t.add_row(a["file"], a["quant"], f"{a['bytes'] / 2**20:.1f}" if "bytes" in a else "-",
                   *(fmt(q[k]) if k in q else "-" for k in ("ppl", "ref_ppl", "mean_kld", "top1_agreement")))
-    console.print(t)
-
-
-def profile_table(result: dict) -> None:
-    t = Table(title=f"profile ({result['runs']} runs x {len(result['prompts'])} prompts, "
-                    f"load avg {result['load_avg'][0]:.2f})")
-    cols = ("artifact", "engine", "MiB", "pp tok/s", "tg tok/s", "TTFT ms", "ITL p95 ms", "GB/s", "peak RSS MiB")
-    for col in cols:
-        t.add_column(col)
-    for r in result["results"]:
-        t.add_row(r["artifact"], r["engine"], f"{r['bytes'] / 2**20:.1f}",
-                  f"{r['prefill_tok_s']['median']:.1f}", f"{r['decode_tok_s']['median']:.1f}",
-                  f"{r['ttft_s']['median'] * 1e3:.1f}", f"{r['itl_p95_ms']['median']:.2f}",
-                  f"{r['decode_gb_s']:.2f}", f"{r['peak_rss_mb']:.0f}")
     console.print(t)
