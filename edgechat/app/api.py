@@ -7,18 +7,22 @@ from edgechat.core.sources import load_model, resolve_artifact
 __all__ = ["load", "open_engine", "load_model", "resolve_artifact"]
 
 
-def open_engine(source=None, engine: str | None = None, target: str = "host", n_ctx: int | None = None,
+def open_engine(source=None, engine: str | None = None, target: str = "host", n_ctx: int | str | None = None,
                 threads: int | None = None, quant: str | None = None, **engine_options):
+    """n_ctx: tokens, None (the model's own), or "auto" (the largest that fits). The memory fit is checked
+    first: a model that does not fit the target's app budget or this machine's free memory is refused."""
     import runtimes
+    from edgechat.app.fit import check_fit
     from edgechat.app.targeting import threads_for
 
     path = resolve_artifact(source, quant)
     name = engine or runtimes.engine_for_path(path)
+    n_ctx = check_fit(path, name, n_ctx, target)
     return runtimes.open_engine(name, path, n_ctx=n_ctx, threads=threads or threads_for(target), **engine_options)
 
 
 def load(source=None, target: str = "host", engine: str | None = None, system: str | None = None,
-         n_ctx: int | None = None, threads: int | None = None, quant: str | None = None, power: str | None = None,
+         n_ctx: int | str | None = None, threads: int | None = None, quant: str | None = None, power: str | None = None,
          **sampling) -> Chat:
     """Open an artifact (.gguf, output directory, HF directory for the torch reference; None for the
     embedded SmolLM2-135M-Instruct) and return a Chat. sampling: temperature, top_p, top_k, seed, max_tokens.

@@ -117,7 +117,8 @@ class Chat:
         yield from gen
         self.last_reply.stats.dropped_messages = dropped
 
-    def _generate(self, ids: list[int], params: SamplingParams, as_turn: bool) -> Iterator[str]:
+    def _generate(self, ids: list[int], params: SamplingParams, as_turn: bool, until=None) -> Iterator[str]:
+        """until: called after each piece; True ends the reply there (stop sequences, a client gone)."""
         e, sampler, timer = self.engine, Sampler(params), ReplyTimer() if self.probes else NullTimer()
         if self.probes and self.meter is None:
             from edgechat.probes.energy import environment_meter
@@ -148,6 +149,9 @@ class Chat:
                 emitted += piece
                 prefix, read = read, len(out)
                 yield piece
+                if until is not None and until():
+                    stop = "stop"
+                    break
             if len(ids) + len(out) >= e.n_ctx:
                 stop = "context"
                 break

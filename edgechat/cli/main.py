@@ -12,6 +12,7 @@ from converters import FORMAT_MODULES
 from targets import schemes
 from targets.planner import DEFAULT_QUANTS
 from edgechat.cli.compress import compression_options, recipe_from_cli
+from edgechat.cli.options import n_ctx_option
 from edgechat.core.errors import GateFailed
 from edgechat.core.errors import EdgechatError
 
@@ -122,7 +123,7 @@ def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_
 @sampling_options
 @click.option("--engine", type=click.Choice(list(runtimes.ENGINES)), help="Force an engine (torch: fp32 reference).")
 @click.option("--quant", help="In an output directory with several artifacts, the one to run.")
-@click.option("--n-ctx", type=int, default=2048, show_default=True, help="Context window in tokens.")
+@n_ctx_option(default=2048)
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="With --prompt: print the reply and its stats as JSON.")
 def chat(artifact, prompt, system, max_tokens, temperature, top_p, top_k, seed, engine, quant, n_ctx, threads, as_json):
@@ -313,8 +314,10 @@ def plan(source, target, formats, quants, n_ctx, prompt_tokens, min_tok_s, as_is
 
 def _add_commands():
     from edgechat.cli.compress import distill
+    from edgechat.cli.serve import serve
 
     cli.add_command(distill)
+    cli.add_command(serve)
 
 
 _add_commands()
