@@ -69,9 +69,10 @@ def compute_bytes(spec: ModelSpec, engine: str, n_ctx: int) -> float:
     return ub * (n_ctx * score_bytes + activations) + 4 * spec.vocab_size
 
 
-def weight_bytes(spec: ModelSpec, quant: str) -> float:
-    """The weights of the model at a quant (for artifacts not yet made; a made one's file size is exact)."""
-    types = tensor_types(quant, spec)
+def weight_bytes(spec: ModelSpec, quant: str, types: dict | None = None) -> float:
+    """The weights of the model at a quant, or with an artifact's own tensor types (for artifacts not yet
+    made; a made one's file size is exact)."""
+    types = types or tensor_types(quant, spec)
     return sum(type_bytes(types[t.name], t.n) for t in spec.tensors())
 
 

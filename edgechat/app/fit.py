@@ -96,6 +96,30 @@ def fit_for(path, engine: str, n_ctx, target: str = "host") -> Fit | None:
     return Fit(path.name, est, budget, limit, max_ctx, fixed, spec, quant)
 
 
+def plan_fit(plan, source, target: str) -> dict:
+    """The fit check's estimate for the plan's chosen format and quant at its n_ctx, against the target's app
+    budget (what `edgechat plan` shows beside the planner's own per-device memory)."""
+    from targets import memory
+    from targets.planner import ENGINE
+
+    from edgechat.app.targeting import get_profile, model_spec, target_errors
+    from edgechat.core.sources import path_kind
+
+    c = plan.chosen
+    spec, types, _ = model_spec(source)
+    kind, path = path_kind(source)
+    with target_errors():
+        if plan.request.tensor_types and kind in ("gguf", "default"):
+            weights = path.stat().st_size  # the artifact as it stands
+        else:
+            weights = memory.weight_bytes(spec, c.quant)
+        n_ctx = min(plan.request.n_ctx, spec.max_seq_len)
+        est = memory.estimate(spec, ENGINE[c.format], n_ctx, weights)
+    profile = get_profile(target, measure=False)
+    budget = profile.memory.app_budget_gb * 1e9
+    return {**est.to_dict(), "budget": budget, "limit": f"the app budget of {profile.name}", "fits": est.total <= budget}
+
+
 def refusal(fit: Fit, engine: str) -> str:
     """One line: how much is missing and what would fit (a shorter context, a smaller quant)."""
     from targets import memory, schemes

@@ -304,12 +304,15 @@ def plan(source, target, formats, quants, n_ctx, prompt_tokens, min_tok_s, as_is
     p = plan_for(source, target, formats=list(formats) or None, quants=[q.lower() for q in quants] or None,
                  n_ctx=n_ctx, prompt_tokens=prompt_tokens, min_decode_tok_s=min_tok_s, as_is=as_is,
                  accelerator=accelerator)
+    from edgechat.app.fit import plan_fit
+
+    fit = plan_fit(p, source, target)
     if as_json:
-        emit_json(p.to_dict())
+        emit_json({**p.to_dict(), "memory_estimate": fit})
         return
     from edgechat.reports.targets import plan_view
 
-    plan_view(p, all_layers=layers)
+    plan_view(p, all_layers=layers, fit=fit)
 
 
 def _add_commands():

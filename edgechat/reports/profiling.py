@@ -137,22 +137,22 @@ def write_all(result: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def show(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def show(result: dict, out=None) -> None:
+    """The terminal view (edgechat.reports.tables: fits the width; markdown when piped)."""
+    from edgechat.reports.tables import console, emit_table
 
-    console = Console()
+    out = out or console
     mach = result["machine"]
-    t = Table(title=f"profile on {result['target']}: {result['runs']} runs x {result['conversations']} conversations, "
-                    f"{result['threads']} threads, load avg {mach['loadavg_start'][0]:.2f}")
-    t.add_column("artifact", no_wrap=True)
-    for col in ("size", "engine", "pp t/s", "tg t/s", "tg est.", "TTFT ms", "ITL p95 ms", "J/token", "peak RSS MiB"):
-        t.add_column(col)
+    cols = ["artifact", "size", "engine", "pp t/s", "tg t/s", "tg est.", "TTFT ms", "ITL p95 ms", "J/token",
+            "peak RSS MiB"]
+    rows = []
     for r in result["results"]:
         est = _est(r)
-        t.add_row(r["artifact"], _size(r["bytes"]), r["engine"], _pm(r, "prefill_tok_s", digits=1),
-                  _pm(r, "decode_tok_s", digits=1), "-" if est is None else f"{est:.1f}", _pm(r, "ttft_s", 1e3, 1),
-                  f"{r['itl_p95_ms']['median']:.2f}", _pm(r, "j_per_token", digits=3), f"{r['peak_rss_mb']:.0f}")
-    console.print(t)
+        rows.append([r["artifact"], _size(r["bytes"]), r["engine"], _pm(r, "prefill_tok_s", digits=1),
+                     _pm(r, "decode_tok_s", digits=1), "-" if est is None else f"{est:.1f}", _pm(r, "ttft_s", 1e3, 1),
+                     f"{r['itl_p95_ms']['median']:.2f}", _pm(r, "j_per_token", digits=3), f"{r['peak_rss_mb']:.0f}"])
+    emit_table(f"profile on {result['target']}: {result['runs']} runs x {result['conversations']} conversations, "
+               f"{result['threads']} threads, load avg {mach['loadavg_start'][0]:.2f}", cols, rows,
+               right=tuple(cols[3:]), out=out)
     for src in sorted({r["energy_source"] for r in result["results"]}):
-        console.print(f"[dim]energy: {src}[/dim]", highlight=False)
+        out.print(f"energy: {src}", highlight=False, markup=False, style="dim")

@@ -2,10 +2,7 @@
 memory, estimated speed and the reasons for the choice."""
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-
-console = Console()
+from edgechat.reports.tables import console, emit_pairs, emit_table
 
 
 def _accels(p) -> str:
@@ -16,19 +13,25 @@ def _accels(p) -> str:
     return "\n".join(out) or "-"
 
 
-def targets_table(profiles: list) -> None:
-    t = Table(title="edgechat targets (targets/profiles/*.toml; host is measured at run time)")
-    t.add_column("name", no_wrap=True)
-    for col in ("device", "CPU cores/threads", "app budget / RAM", "CPU GB/s", "accelerators"):
-        t.add_column(col)
-    for p in profiles:
-        t.add_row(p.name, p.description, f"{p.cpu.cores}/{p.cpu.threads}",
-                  f"{p.memory.app_budget_gb:.1f} / {p.memory.total_gb:.1f} GB", f"{p.cpu.bandwidth_gbs:.1f}", _accels(p))
-    console.print(t)
+def targets_table(profiles: list, out=None) -> None:
+    """The figures first (they fit beside the name), the long text columns after, moved to a second table on
+    a narrow terminal."""
+    rows = [[p.name, f"{p.cpu.cores}/{p.cpu.threads}", f"{p.memory.app_budget_gb:.1f} / {p.memory.total_gb:.1f}",
+             f"{p.cpu.bandwidth_gbs:.1f}", p.description, _accels(p)] for p in profiles]
+    emit_table("edgechat targets (targets/profiles/*.toml; host is measured at run time)",
+               ["name", "cores/threads", "app budget / RAM GB", "CPU GB/s", "device", "accelerators"], rows,
+               right=("cores/threads", "app budget / RAM GB", "CPU GB/s"), out=out)
+
+
+class _Pairs(list):
+    """Rows of a key/value view, collected and then printed by emit_pairs."""
+
+    def add_row(self, k, v):
+        self.append((k, v))
 
 
 def profile_view(p) -> None:
-    t = Table(title=f"{p.name}: {p.description}", show_header=False)
+    t = _Pairs()
     c, m, w = p.cpu, p.memory, p.power
     t.add_row("file", p.path)
     t.add_row("CPU", f"{c.name}: {c.cores} cores, {c.threads} threads; {', '.join(c.isa) or '-'}")
@@ -46,29 +49,30 @@ def profile_view(p) -> None:
                   + (f"; {quants}" if quants else ""))
     for k, v in p.measured.items():
         t.add_row(f"measured {k}", str(v))
-    console.print(t)
+    emit_pairs(f"{p.name}: {p.description}", t)
 
 
 def mib(x: float) -> str:
     return f"{x / 2**20:.1f}"
 
 
-def plan_view(plan, all_layers: bool = False) -> None:
+def plan_view(plan, all_layers: bool = False, fit: dict | None = None) -> None:
+    """fit: the resident-memory estimate the fit check makes before loading (edgechat.app.fit.plan_fit)."""
     c = plan.chosen
     title = (f"{plan.model} on {plan.target}: {c.format} {c.quant}, {c.placement} "
              f"(n_ctx {plan.request.n_ctx})")
-    t = Table(title=title)
-    for col in ("layer", "device", "types", "weights MiB", "KV MiB", "decode ms/token"):
-        t.add_column(col, justify="right" if col.endswith(("MiB", "token")) else "left")
-    rows = c.slots
-    if not all_layers:  # fold runs of identical layers into one row
-        rows = _fold(rows)
-    for s in rows:
-        t.add_row(s.name, s.device, s.types, mib(s.weight_bytes), mib(s.kv_bytes), f"{s.decode_ms:.3f}")
-    console.print(t)
+    cols = ["layer", "device", "types", "weights MiB", "KV MiB", "decode ms/token"]
+    slots = c.slots if all_layers else _fold(c.slots)  # default: runs of identical layers in one row
+    rows = [[s.name, s.device, s.types, mib(s.weight_bytes), mib(s.kv_bytes), f"{s.decode_ms:.3f}"] for s in slots]
+    emit_table(title, cols, rows, right=tuple(cols[3:]))
     mem = ", ".join(f"{d} {v / 1e9:.2f} of {c.budgets.get(d, 0) / 1e9:.2f} GB" for d, v in c.memory.items())
     console.print(f"memory: {mem} (total {c.total_bytes / 1e9:.2f} GB of the {c.app_budget_bytes / 1e9:.2f} GB "
                   "an app may use)")
+    if fit:
+        console.print(f"resident memory when loaded (the fit check's estimate): {mib(fit['total'])} MiB = weights "
+                      f"{mib(fit['weights'])} + KV cache {mib(fit['kv_cache'])} at n_ctx {fit['n_ctx']} + compute "
+                      f"{mib(fit['compute'])} + runtime {mib(fit['runtime'])} MiB; {fit['limit']} is "
+                      f"{mib(fit['budget'])} MiB: {'fits' if fit['fits'] else 'does not fit'}", highlight=False)
     console.print(f"estimated: decode {c.decode_tok_s:.1f} tok/s, prefill {c.prefill_tok_s:.0f} tok/s "
                   f"({plan.request.prompt_tokens}-token prompt), TTFT {c.ttft_s * 1e3:.0f} ms")
     if c.n_gpu_layers is not None:
