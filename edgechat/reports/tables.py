@@ -1,4 +1,4 @@
-"""Human-facing tables for convert/eval/inspect/profile/targets/plan, readable anywhere: on a terminal, rich
+"""Human-facing tables for convert, eval, inspect, profile, targets and plan, readable anywhere: on a terminal, rich
 tables within its width (columns past the width move to a second table that repeats the first column, and
 a column too wide on its own folds, so no cell is cut to "1…"); piped or written to a file, a markdown table
 that reads the same anywhere, as llama-bench prints (key/value tables: plain aligned text)."""
@@ -103,12 +103,3 @@ def artifact_table(manifest: dict, out_dir: Path) -> None:
     emit_table(f"{out_dir} (manifest: edgechat.json)", ["file", "quant", "MiB", "PPL", "ref PPL", "mean KLD", "top-1"],
                rows, right=("MiB", "PPL", "ref PPL", "mean KLD", "top-1"))
 
-
-def profile_table(result: dict) -> None:
-    cols = ["artifact", "engine", "MiB", "pp tok/s", "tg tok/s", "TTFT ms", "ITL p95 ms", "GB/s", "peak RSS MiB"]
-    rows = [[r["artifact"], r["engine"], f"{r['bytes'] / 2**20:.1f}", f"{r['prefill_tok_s']['median']:.1f}",
-             f"{r['decode_tok_s']['median']:.1f}", f"{r['ttft_s']['median'] * 1e3:.1f}",
-             f"{r['itl_p95_ms']['median']:.2f}", f"{r['decode_gb_s']:.2f}", f"{r['peak_rss_mb']:.0f}"]
-            for r in result["results"]]
-    emit_table(f"profile ({result['runs']} runs x {len(result['prompts'])} prompts, "
-               f"load avg {result['load_avg'][0]:.2f})", cols, rows, right=tuple(cols[2:]))
