@@ -124,15 +124,18 @@ def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_
 @click.option("--engine", type=click.Choice(list(runtimes.ENGINES)), help="Force an engine (torch: fp32 reference).")
 @click.option("--quant", help="In an output directory with several artifacts, the one to run.")
 @n_ctx_option(default=2048)
+@click.option("--target", default="host", show_default=True,
+              help="Profile whose memory budget the fit check holds the model to, and whose power figures apply.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="With --prompt: print the reply and its stats as JSON.")
-def chat(artifact, prompt, system, max_tokens, temperature, top_p, top_k, seed, engine, quant, n_ctx, threads, as_json):
+def chat(artifact, prompt, system, max_tokens, temperature, top_p, top_k, seed, engine, quant, n_ctx, target, threads,
+         as_json):
     """Chat with ARTIFACT (.gguf, output directory or HF directory; default: the embedded model).
 
     Without --prompt, an interactive session: /reset clears the history, /exit (or Ctrl-D) quits."""
     import edgechat
 
-    c = edgechat.load(artifact, engine=engine, system=system, n_ctx=n_ctx, threads=threads, quant=quant,
+    c = edgechat.load(artifact, target=target, engine=engine, system=system, n_ctx=n_ctx, threads=threads, quant=quant,
                       max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
     if prompt is not None:
         if as_json:
