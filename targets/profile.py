@@ -232,6 +232,8 @@ def read_profile_file(path: Path) -> Profile:
         data = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(path, None, f"not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ProfileError(path, None, f"not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise ProfileError(path, None, f"cannot read: {e.strerror or e}") from None
     profile = parse_profile(data, path)

@@ -13,7 +13,7 @@ from edgechat.core.files import sha256_of
 from edgechat.core.gguf_file import read_header
 from edgechat.core.model import Model, build_module, expected_tensors
 from edgechat.core.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer, guarded
-from edgechat.core.validate import check_vocab
+from edgechat.core.validate import check_layer_count, check_vocab
 
 
 def open_gguf(path: Path):
@@ -54,7 +54,11 @@ def tokenizer_from_vocab(v: GGUFVocab, path: Path | str = "the GGUF file"):
 def config_from_gguf(reader, n_vocab: int):
     family = archs.for_gguf(field_value(reader, "general.architecture"))
     meta = {k: field_value(reader, k) for k in reader.fields if not k.startswith("tokenizer.")}
-    return family.config_from_gguf(meta, [t.name for t in reader.tensors], n_vocab)
+    try:
+        return family.config_from_gguf(meta, [t.name for t in reader.tensors], n_vocab)
+    except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError) as e:  # read_header checks the common keys
+        raise EdgechatError(f"the GGUF metadata has a value of the wrong type or range "
+                            f"({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def dequantize(t) -> np.ndarray:
@@ -69,6 +73,7 @@ def load_gguf(path: Path) -> Model:
     vocab = read_vocab(reader)
     cfg = config_from_gguf(reader, len(vocab.tokens))
     family = archs.get(cfg.arch)
+    check_layer_count(cfg, [t.name for t in reader.tensors], str(path))
     to_gguf = family.gguf_tensor_names(cfg, expected_tensors(cfg))
     tensors = {t.name: t for t in reader.tensors}
     state = {}

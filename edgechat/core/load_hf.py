@@ -12,7 +12,7 @@ from edgechat.core.errors import EdgechatError
 from edgechat.core.files import sha256_of
 from edgechat.core.model import Model, build_module
 from edgechat.core.tokenizer import load_tokenizer_dir, read_json
-from edgechat.core.validate import check_hf_config, check_vocab
+from edgechat.core.validate import check_hf_config, check_layer_count, check_vocab
 
 # safetensors dtypes and their sizes in bytes (the format's own table)
 ST_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -36,7 +36,12 @@ def read_hf_config(path: Path):
     """(family, ModelConfig) of a checkpoint directory, every value checked first."""
     raw = read_config(path)
     family = archs.for_hf(raw)  # refuses unsupported architectures before reading weights
-    return raw, family, family.config_from_hf(raw)
+    try:
+        return raw, family, family.config_from_hf(raw)
+    except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError) as e:
+        # check_hf_config covers the keys every family reads; a family's own keys (RoPE variants, features) land here
+        raise EdgechatError(f"{path / 'config.json'}: a value has the wrong type or range "
+                            f"({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def weight_files(path: Path) -> list[Path]:

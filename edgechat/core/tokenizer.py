@@ -167,6 +167,7 @@ class SPTokenizer(Tokenizer):
 
         self.proto = proto
         self.sp = spm.SentencePieceProcessor(model_proto=proto)
+        self.sp.encode("probe")  # a damaged proto can parse into a model that is "not initialized": fail here
         self.bos_id = self.sp.bos_id() if self.sp.bos_id() >= 0 else None
         self.eos_ids = [self.sp.eos_id()] if self.sp.eos_id() >= 0 else []
         self.add_bos = add_bos

@@ -42,6 +42,9 @@ def check_hf_config(raw, where: str) -> None:
         raise EdgechatError(f"{where}: 'architectures' must be a list of names, got {archs!r:.80}")
     if not isinstance(raw.get("model_type", ""), str):
         raise EdgechatError(f"{where}: 'model_type' must be a string")
+    for key in ("max_position_embeddings", *HF_FLOATS):  # families read these with .get(key, default): null breaks it
+        if key in raw and raw[key] is None:
+            raise EdgechatError(f"{where}: {key} is null: give a number or leave the key out")
     for key, required in HF_SIZES:
         v = raw.get(key)
         if v is None and not required:
@@ -56,9 +59,12 @@ def check_hf_config(raw, where: str) -> None:
     for key in ("rope_scaling", "rope_parameters"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise EdgechatError(f"{where}: {key} must be a JSON object or null, got {raw[key]!r:.80}")
-    rope = raw.get("rope_parameters") or {}
-    if rope.get("rope_theta") is not None and not _positive_float(rope["rope_theta"]):
-        raise EdgechatError(f"{where}: rope_parameters.rope_theta must be a positive number")
+    for key in ("rope_scaling", "rope_parameters"):
+        for k, v in (raw.get(key) or {}).items():
+            if k in ("rope_type", "type") and not isinstance(v, str):
+                raise EdgechatError(f"{where}: {key}.{k} must be a string, got {v!r:.80}")
+            if k == "rope_theta" and not _positive_float(v):
+                raise EdgechatError(f"{where}: {key}.rope_theta must be a positive number, got {v!r:.80}")
     for key in ("tie_word_embeddings", "attention_bias"):
         if raw.get(key) is not None and not isinstance(raw[key], bool):
             raise EdgechatError(f"{where}: {key} must be true or false, got {raw[key]!r:.80}")
@@ -112,3 +118,14 @@ def check_vocab(cfg, tokenizer, where: str) -> None:
         for i in ids:
             if i is not None and not (isinstance(i, int) and 0 <= i < cfg.vocab_size):
                 raise EdgechatError(f"{where}: the {name} token id {i!r} is outside the vocabulary of {cfg.vocab_size}")
+
+
+def check_layer_count(cfg, tensor_names, where: str) -> None:
+    """The config's layer count against the blocks the file holds (HF `model.layers.N.`, GGUF `blk.N.`), before
+    a module of that many layers is built: a corrupt count of 2**30 would otherwise build for hours."""
+    import re
+
+    found = {int(m.group(1)) for n in tensor_names if (m := re.match(r"(?:model\.layers|blk)\.(\d+)\.", n))}
+    n = max(found) + 1 if found else 0
+    if n != cfg.num_layers:
+        raise EdgechatError(f"{where}: the config says {cfg.num_layers} layers but the weights hold {n}")
