@@ -1,5 +1,7 @@
 """Write the in-memory model as an F32 or F16 GGUF with gguf-py: hyper-parameters, full tokenizer, chat
-template, general.* metadata, and llama.cpp's Q/K permutation."""
+template, general.* metadata; each family (edgechat.core.archs) gives its tensors in llama.cpp's layout
+(Q/K permutation, fused projections, norm offsets, generated RoPE tensors) and refuses what llama.cpp
+cannot run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgechat.core import archs
-from edgechat.core.archs.family import permute_qk
+from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
 
 
@@ -37,6 +39,9 @@ def write_gguf(model: Model, path: Path, ftype: str = "f32", on_tensor=None) -> 
 
     cfg = model.config
     family = archs.get(cfg.arch)
+    refusal = family.gguf_refusal(cfg)
+    if refusal:
+        raise EdgechatError(f"cannot write GGUF: {refusal}; use --format pte or hf")
     w = gguf.GGUFWriter(str(path), arch=family.gguf_name)
     w.add_type("model")
     w.add_name(model.name)
@@ -48,18 +53,12 @@ def write_gguf(model: Model, path: Path, ftype: str = "f32", on_tensor=None) -> 
     if model.chat_template:
         w.add_chat_template(model.chat_template)
 
-    state = model.state_dict()
-    names = family.gguf_tensor_names(cfg, state)
-    for hf_name, tensor in state.items():
-        arr = tensor.detach().float().numpy()
-        heads = family.qk_permute_heads(hf_name, cfg)
-        if heads:
-            arr = permute_qk(arr, heads)
+    for name, arr in family.gguf_tensors(cfg, model.state_dict()):
         if ftype == "f16" and arr.ndim > 1:
             arr = arr.astype(np.float16)
-        w.add_tensor(names[hf_name], np.ascontiguousarray(arr))
+        w.add_tensor(name, np.ascontiguousarray(arr))
         if on_tensor:
-            on_tensor(hf_name)
+            on_tensor(name)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -28,7 +28,7 @@ def write_hf(model: Model, out_dir: Path) -> list[str]:
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_ids if len(tok.eos_ids) > 1 else eos}
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    tensors = {family.to_checkpoint_name(k): v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().float().contiguous() for k, v in family.to_checkpoint(model.state_dict(), model.config).items()}
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     files = ["config.json", "generation_config.json", "model.safetensors", *tok.save(out_dir)]
     tcfg = {"bos_token": tok.bos_text or None, "eos_token": tok.eos_text or None, "add_bos_token": tok.add_bos,

@@ -1,4 +1,4 @@
-"""Structured pruning, uniform across layers so the result is still a standard Llama/Qwen2 config:
+"""Structured pruning, uniform across layers so the result is still a standard config of its family:
 depth (whole decoder blocks) and width (MLP channels, attention heads as whole KV groups, hidden size),
 ranked by activation importance on calibration text, as in NVIDIA's Minitron recipe."""
 from __future__ import annotations
@@ -152,7 +152,9 @@ def plan_for_target(cfg, target_frac: float, strategy: str = "width") -> PrunePl
 
 
 def pruned_config(cfg, plan: PrunePlan):
-    changes = {"num_layers": cfg.num_layers - plan.drop_layers}
+    """The pruned shape (the first layers' per-layer patterns: prune() sets the kept layers' own)."""
+    cfg = cfg.keep_layers(list(range(cfg.num_layers - plan.drop_layers)))
+    changes = {}
     if plan.ffn_keep:
         changes["intermediate_size"] = plan.ffn_keep
     if plan.kv_groups_keep:
@@ -193,7 +195,9 @@ def prune(model: Model, plan: PrunePlan, imp: Importance) -> Model:
     if plan.hidden_keep:
         idx = top(imp.hidden, plan.hidden_keep)
         for key, w in list(sd.items()):
-            if key.endswith("norm.weight"):
+            if key.endswith(("q_norm.weight", "k_norm.weight")):  # per head: head_dim wide, untouched
+                continue
+            if key.endswith("norm.weight"):  # every hidden-wide norm, Gemma 3's extra ones too
                 sd[key] = w[idx]
             elif key in ("model.embed_tokens.weight", "lm_head.weight") or any(
                     s in key for s in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj", "up_proj")):
@@ -208,7 +212,7 @@ def prune(model: Model, plan: PrunePlan, imp: Importance) -> Model:
                 continue
             key = key.replace(f"model.layers.{i}.", f"model.layers.{keep_layers.index(i)}.", 1)
         renumbered[key] = w
-    new_cfg = pruned_config(cfg, plan)
+    new_cfg = pruned_config(cfg, plan).keep_layers(keep_layers)  # per-layer patterns follow the kept layers
     plan.chosen.update(kept_layers=keep_layers, config=vars(new_cfg).copy(),
                        params_before=cfg.param_count(), params_after=new_cfg.param_count(),
                        layer_importance=[round(x, 6) for x in imp.layers])

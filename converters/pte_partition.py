@@ -59,19 +59,26 @@ class StepModel(nn.Module):
         super().__init__()
         import copy
 
+        cfg = module.cfg
+        unsupported = [n for n, on in (("q/k norms", cfg.qk_norm), ("a sliding window", cfg.sliding_window),
+                                       ("layers without RoPE", cfg.no_rope_layers and not all(cfg.no_rope_layers)))
+                       if on]
+        if unsupported:
+            raise EdgechatError(f"accelerator .pte programs do not support {cfg.arch}'s {unsupported[0]} yet: "
+                                "plan for the CPU (XNNPACK) .pte")
         module = copy.deepcopy(module).eval().requires_grad_(False)
         for layer in module.model.layers:
             layer.self_attn = StepAttention(layer.self_attn, max_seq_len)
         self.model, self.lm_head = module.model, module.lm_head
-        cos, sin = rope_tables(module.cfg, torch.arange(max_seq_len))
+        cos, sin = rope_tables(module.cfg, torch.arange(max_seq_len), context=max_seq_len)
         self.register_buffer("rope_cos", cos, persistent=True)
         self.register_buffer("rope_sin", sin, persistent=True)
 
     def forward(self, tokens, input_pos):
         cos, sin = self.rope_cos.index_select(0, input_pos), self.rope_sin.index_select(0, input_pos)
-        x = self.model.embed_tokens(tokens)
+        x = self.model.embed(tokens)
         for layer in self.model.layers:
-            x = layer(x, cos, sin, input_pos)
+            x = layer(x, {"global": (cos, sin)}, input_pos)
         return self.lm_head(self.model.norm(x)[:, -1, :])
 
 

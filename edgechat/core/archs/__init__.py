@@ -94,5 +94,6 @@ def config_from_hf(cfg: dict):
 
 def config_to_hf(config, bos_id: int | None = None, eos_id: int | None = None) -> dict:
     out = get(config.arch).config_to_hf(config)
-    out.update({k: v for k, v in (("bos_token_id", bos_id), ("eos_token_id", eos_id)) if v is not None})
+    # written even when None: some transformers configs (SmolLM3's) default them to their released vocab's ids
+    out.update(bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=None)
     return out

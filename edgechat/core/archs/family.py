@@ -2,6 +2,8 @@
 (block features, names, markers) or by method (config and GGUF mappings that differ)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edgechat.core.config import ModelConfig
@@ -33,26 +35,68 @@ class Family:
     # (our tensor-name part, this family's checkpoint name part): checkpoints that name a tensor differently
     checkpoint_renames: tuple[tuple[str, str], ...] = ()
 
+    rope_types: tuple[str, ...] = ("default",)  # the RoPE types this family's engines all run
     # -- Hugging Face config.json ------------------------------------------------------------------
     def config_from_hf(self, cfg: dict) -> ModelConfig:
-        rope = cfg.get("rope_parameters") or {}  # transformers 5 moved rope_theta here
-        scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
-        if scaling:
-            raise EdgechatError(f"unsupported rope scaling {scaling!r}: only plain RoPE is supported")
         try:
             n_heads, hidden = cfg["num_attention_heads"], cfg["hidden_size"]
-            return ModelConfig(
+            max_pos = cfg.get("max_position_embeddings", 2048)
+            rope = self.rope_parameters(cfg)
+            fields = dict(
                 arch=self.name, vocab_size=cfg["vocab_size"], hidden_size=hidden,
                 intermediate_size=cfg["intermediate_size"], num_layers=cfg["num_hidden_layers"],
                 num_heads=n_heads, num_kv_heads=cfg.get("num_key_value_heads") or n_heads,
-                head_dim=cfg.get("head_dim") or hidden // n_heads,
-                max_seq_len=cfg.get("max_position_embeddings", 2048),
-                rope_theta=float(cfg.get("rope_theta", rope.get("rope_theta", 10000.0))),
+                head_dim=cfg.get("head_dim") or hidden // n_heads, max_seq_len=max_pos,
+                rope_theta=float(rope.get("rope_theta", 10000.0)),
                 rms_norm_eps=float(cfg.get("rms_norm_eps", self.rms_norm_eps)),
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                attention_bias=self.attention_bias or bool(cfg.get("attention_bias", False)))
+                attention_bias=self.attention_bias or bool(cfg.get("attention_bias", False)),
+                **self.rope_fields(rope, cfg))
+            return ModelConfig(**{**fields, **self.features_from_hf(cfg)})
         except KeyError as e:
             raise EdgechatError(f"config.json is missing the key {e.args[0]!r}") from None
+
+    def rope_parameters(self, cfg: dict) -> dict:
+        """The global layers' RoPE parameters, wherever this config.json keeps them (transformers 5's
+        rope_parameters, per layer type or not; older rope_theta + rope_scaling)."""
+        rope = cfg.get("rope_parameters") or {}
+        rope = rope.get("full_attention", rope)
+        return {"rope_theta": cfg.get("rope_theta", 10000.0), **(cfg.get("rope_scaling") or {}), **rope}
+
+    def rope_fields(self, rope: dict, cfg: dict) -> dict:
+        """ModelConfig's RoPE fields; a RoPE type this family's engines cannot all run is refused by name."""
+        kind = {"su": "longrope"}.get(rope.get("rope_type") or rope.get("type") or "default",
+                                       rope.get("rope_type") or rope.get("type") or "default")
+        if kind not in self.rope_types:
+            raise EdgechatError(f"unsupported rope type {kind!r} for {self.name}: edgechat supports "
+                                f"{', '.join(self.rope_types)}")
+        out = {"rope_type": kind,
+               "partial_rotary_factor": float(rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0)))}
+        orig = rope.get("original_max_position_embeddings", cfg.get("original_max_position_embeddings"))
+        if kind == "linear":
+            out["rope_factor"] = float(rope["factor"])
+        elif kind == "llama3":
+            out.update(rope_factor=float(rope["factor"]), rope_low_freq_factor=float(rope["low_freq_factor"]),
+                       rope_high_freq_factor=float(rope["high_freq_factor"]), rope_original_max_seq_len=int(orig))
+        elif kind == "longrope":
+            factor = rope.get("factor") or cfg.get("max_position_embeddings", orig) / orig
+            attn = rope.get("attention_factor")
+            if attn is None:  # the LongRoPE paper's default, as transformers and llama.cpp's converter take it
+                attn = math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1 else 1.0
+            out.update(rope_short_factor=tuple(map(float, rope["short_factor"])),
+                       rope_long_factor=tuple(map(float, rope["long_factor"])), rope_original_max_seq_len=int(orig),
+                       rope_attention_factor=float(attn))
+        return out
+
+    def features_from_hf(self, cfg: dict) -> dict:
+        """This family's block features (ModelConfig fields) from its config.json."""
+        return {}
+
+    @staticmethod
+    def window_from_hf(cfg: dict) -> int | None:
+        """A sliding window that is shorter than the context (a longer one changes nothing)."""
+        window = cfg.get("sliding_window")
+        return window if window and window < cfg.get("max_position_embeddings", 2048) else None
 
     def config_to_hf(self, c: ModelConfig) -> dict:
         return {
@@ -60,10 +104,26 @@ class Family:
             "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
             "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
             "num_key_value_heads": c.num_kv_heads, "head_dim": c.head_dim, "max_position_embeddings": c.max_seq_len,
-            "rope_theta": c.rope_theta, "rope_parameters": {"rope_theta": c.rope_theta, "rope_type": "default"},
-            "rms_norm_eps": c.rms_norm_eps, "tie_word_embeddings": c.tie_word_embeddings, "hidden_act": "silu",
+            "rope_theta": c.rope_theta, "rope_parameters": self.rope_to_hf(c),
+            "rms_norm_eps": c.rms_norm_eps, "tie_word_embeddings": c.tie_word_embeddings, "hidden_act": c.hidden_act,
             "torch_dtype": "float32",
         }
+
+    def rope_to_hf(self, c: ModelConfig) -> dict:
+        out = {"rope_theta": c.rope_theta, "rope_type": c.rope_type}
+        if c.partial_rotary_factor != 1.0:
+            out["partial_rotary_factor"] = c.partial_rotary_factor
+        if c.rope_type == "linear":
+            out["factor"] = c.rope_factor
+        elif c.rope_type == "llama3":
+            out.update(factor=c.rope_factor, low_freq_factor=c.rope_low_freq_factor,
+                       high_freq_factor=c.rope_high_freq_factor,
+                       original_max_position_embeddings=c.rope_original_max_seq_len)
+        elif c.rope_type == "longrope":
+            out.update(short_factor=list(c.rope_short_factor), long_factor=list(c.rope_long_factor),
+                       original_max_position_embeddings=c.rope_original_max_seq_len,
+                       attention_factor=c.rope_attention_factor)
+        return out
 
     # -- checkpoint tensor names -------------------------------------------------------------------
     def from_checkpoint_name(self, name: str) -> str:
@@ -75,6 +135,14 @@ class Family:
         for ours, theirs in self.checkpoint_renames:
             name = name.replace(ours, theirs)
         return name
+
+    def from_checkpoint(self, tensors: dict, c: ModelConfig) -> dict:
+        """A checkpoint's tensors -> ours (HF layout, one tensor per projection)."""
+        return {self.from_checkpoint_name(k): v for k, v in tensors.items()}
+
+    def to_checkpoint(self, state: dict, c: ModelConfig) -> dict:
+        """Ours -> this family's checkpoint tensors (the inverse of from_checkpoint)."""
+        return {self.to_checkpoint_name(k): v for k, v in state.items()}
 
     # -- GGUF --------------------------------------------------------------------------------------
     @property
@@ -112,7 +180,7 @@ class Family:
                    ("LLM.BLOCK_COUNT", "num_layers", "uint32"), ("LLM.FEED_FORWARD_LENGTH", "intermediate_size", "uint32"),
                    ("Attention.HEAD_COUNT", "num_heads", "uint32"), ("Attention.HEAD_COUNT_KV", "num_kv_heads", "uint32"),
                    ("Attention.KEY_LENGTH", "head_dim", "uint32"), ("Attention.VALUE_LENGTH", "head_dim", "uint32"),
-                   ("Rope.DIMENSION_COUNT", "head_dim", "uint32"), ("Rope.FREQ_BASE", "rope_theta", "float32"),
+                   ("Rope.DIMENSION_COUNT", "rope_dim", "uint32"), ("Rope.FREQ_BASE", "rope_theta", "float32"),
                    ("Attention.LAYERNORM_RMS_EPS", "rms_norm_eps", "float32"), ("LLM.VOCAB_SIZE", "vocab_size", "uint32"))
 
     def gguf_keys(self) -> list[tuple[str, str, str]]:
@@ -127,8 +195,42 @@ class Family:
 
     def write_gguf_config(self, w, c: ModelConfig) -> None:
         """The hyper-parameters, through gguf-py's GGUFWriter."""
+        import gguf
+
         for key, attr, vtype in self.gguf_keys():
             getattr(w, f"add_{vtype}")(key, getattr(c, attr))
+        if c.rope_type == "linear":
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(c.rope_factor)
+
+    def gguf_refusal(self, c: ModelConfig) -> str | None:
+        """Why llama.cpp cannot run this config correctly (a feature its graph for this architecture lacks),
+        or None. Checked before anything is written."""
+        if c.sliding_window is not None:
+            return (f"{self.name}'s sliding window ({c.sliding_window} tokens) is not run by llama.cpp's "
+                    f"{self.gguf_name} graph, which would attend beyond it")
+        return None
+
+    def gguf_tensors(self, c: ModelConfig, state: dict):
+        """(GGUF name, float32 array) of every tensor, in llama.cpp's layout, then the generated ones."""
+        names = self.gguf_tensor_names(c, state)
+        for hf_name, tensor in state.items():
+            arr = tensor.detach().float().numpy()
+            heads = self.qk_permute_heads(hf_name, c)
+            if heads:
+                arr = permute_qk(arr, heads)
+            yield names[hf_name], self.gguf_tensor_data(hf_name, arr)
+        yield from self.gguf_extra_tensors(c)
+
+    def gguf_tensor_data(self, hf_name: str, arr: np.ndarray) -> np.ndarray:
+        return arr
+
+    def gguf_extra_tensors(self, c: ModelConfig):
+        """Llama 3's RoPE scaling goes into GGUF as llama.cpp reads it: the rope_freqs tensor of divisors."""
+        if c.rope_type == "llama3":
+            from edgechat.core.transformer import rope_freq_factors
+
+            yield "rope_freqs.weight", rope_freq_factors(c).numpy()
 
     def config_from_gguf(self, meta: dict, tensor_names, n_vocab: int) -> ModelConfig:
         """meta: the file's scalar metadata; tensor_names: every tensor's GGUF name."""
