@@ -174,3 +174,46 @@ def test_unsupported_architecture_and_rope_type_exit_2_with_one_line(family_base
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines() == [f"edgechat: error: {message}"]
         assert not (tmp_path / "out").exists()
+
+
+PTE_SEQ = 64
+
+
+@pytest.fixture(scope="session")
+def family_pte(tmp_path_factory, family_base):
+    """fp32 .pte of the families whose features touch the fused attention most (sliding-window mask, attention
+    scale, q/k norms, local RoPE, GeGLU; partial rotary and longrope), exported once per session."""
+    from tests.conftest import artifact, shared_export
+
+    return {name: artifact(shared_export(tmp_path_factory, f"family-{name}", build(name, family_base), ["fp32"],
+                                         max_seq_len=PTE_SEQ), "pte", "fp32") for name in ("gemma3", "phi3")}
+
+
+@pytest.mark.parametrize("name", ["gemma3", "phi3"])
+def test_fp32_pte_matches_torch_over_prefill_and_16_decode_steps(name, family_base, family_pte):
+    from runtimes.pte_engine import PteEngine
+
+    model = load_model(build(name, family_base))
+    ids = prompt_ids(model, 40)  # beyond the window and the original context
+    pte, ref = PteEngine(family_pte[name]), TorchEngine(model, n_ctx=PTE_SEQ)
+    errors = [np.abs(pte.forward(ids, 0) - ref.forward(ids, 0)).max()]
+    for i in range(16):
+        tok = 5 + i
+        errors.append(np.abs(pte.forward([tok], len(ids) + i) - ref.forward([tok], len(ids) + i)).max())
+    assert max(errors) < 1e-4
+
+
+def test_one_conversation_gives_the_same_prompt_ids_on_all_three_engines(family_base, family_pte, tmp_path):
+    from runtimes.pte_engine import PteEngine
+
+    model = load_model(build("gemma3", family_base))
+    messages = [{"role": "user", "content": "Hello there, how are you today?"},
+                {"role": "assistant", "content": "I am fine, thank you."},
+                {"role": "user", "content": "The capital of France?"}]
+    gguf = write_gguf(model, tmp_path / "g.gguf", "f32")
+    engines = [TorchEngine(model), LlamaCppEngine(gguf, kv_type="f32", threads=2), PteEngine(family_pte["gemma3"])]
+    ids = [e.chat_format.ids(messages) for e in engines]
+    assert ids[0] == ids[1] == ids[2]
+    text = model.chat_format().render(messages)
+    assert text.startswith("<bos><start_of_turn>user\n") and text.endswith("<start_of_turn>model\n")
+    assert ids[0][0] == model.tokenizer.bos_id and ids[0].count(model.tokenizer.bos_id) == 1
