@@ -358,6 +358,9 @@ def disk_error(e: OSError) -> str | None:
 
     reasons = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "a file would pass the file-size limit",
                errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the file system is read-only"}
+    if e.errno is None and "requested and" in str(e) and "written" in str(e):  # numpy's tofile on a short write
+        return ("a write was cut short (the disk is full or a file-size limit was reached): nothing was written; "
+                "free space (or raise the limit) and run it again")
     if e.errno not in reasons:
         return None
     where = f" writing {e.filename}" if e.filename else ""
