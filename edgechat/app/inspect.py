@@ -13,6 +13,7 @@ def describe_gguf(path: Path) -> dict:
     """From the header alone (no tensor data, no vocabulary strings): a second for any model size."""
     from edgechat.core import archs
     from edgechat.core.gguf_file import read_header
+    from edgechat.core.gguf_sizes import size_report
 
     h = read_header(path)
     n_vocab = h.arrays.get("tokenizer.ggml.tokens", 0)
@@ -26,6 +27,7 @@ def describe_gguf(path: Path) -> dict:
         "context": cfg.max_seq_len, "tensor_types": dict(types),
         "tokenizer": f"{model} ({h.meta.get('tokenizer.ggml.pre')}), {n_vocab} tokens" if model else None,
         "chat_template": bool(h.meta.get("tokenizer.chat_template")),
+        "size": size_report(path),
     }
 
 
@@ -38,8 +40,42 @@ def describe(artifact: str | None) -> dict:
         manifest = read_manifest(path.parent)
         if manifest:
             info["manifest"] = {k: manifest[k] for k in ("source", "created") if k in manifest}
+            entry = next((a for a in manifest.get("artifacts", []) if a.get("file") == path.name), None)
+            if entry:  # what convert recorded: the quant asked for, its fallbacks, a budget's plan
+                info["manifest"]["artifact"] = {k: entry[k] for k in ("quant", "imatrix", "budget", "fallbacks", "plan")
+                                                if k in entry}
+                info["manifest"]["imatrix"] = manifest.get("imatrix")
         return info
     if path.is_dir() and (path / "config.json").exists():
         return {"dir": str(path), "format": "hf", "config": json.loads((path / "config.json").read_text()),
                 "files": sorted(p.name for p in path.iterdir())}
     raise EdgechatError(f"cannot inspect {path}: give a .gguf file or an output/HF directory")
+
+
+def text_view(info: dict) -> dict:
+    """`inspect` without --json: the size report and the recorded plan folded into one line each."""
+    from edgechat.core.gguf_sizes import shares_text
+
+    out = dict(info)
+    size = out.pop("size", None)
+    if size:
+        out["bits per weight"] = f"{size['bpw']:.2f} ({shares_text(size, top=6)} of {size['weights']:,} weights)"
+    manifest = dict(out.pop("manifest", None) or {})
+    art = manifest.pop("artifact", None) or {}
+    manifest.pop("imatrix", None)
+    if manifest:
+        out["manifest"] = manifest
+    if art:
+        out["quant"] = art.get("quant")
+        out["imatrix"] = art.get("imatrix")
+    if art.get("fallbacks"):
+        f = art["fallbacks"]
+        moves = sorted({f"{x['requested']}->{x['type']}" for x in f})
+        out["fallbacks"] = f"{len(f)} tensors ({', '.join(moves)}): {f[0]['reason']}"
+    if art.get("plan"):
+        p, counts = art["plan"], {}
+        for t in p["tensor_types"].values():
+            counts[t] = counts.get(t, 0) + 1
+        out["plan"] = (f"{art.get('budget')}: {', '.join(f'{t} x{n}' for t, n in sorted(counts.items()))}; "
+                       f"summed sensitivity {p['predicted_kld']:.4f} ({p['method']})")
+    return out

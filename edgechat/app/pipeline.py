@@ -1,4 +1,4 @@
-"""convert: load -> (imatrix) -> export each format/quant -> quality vs the fp32 model -> manifest,
+"""convert: load -> (compress) -> (imatrix) -> export each format/quant -> quality vs the fp32 model -> manifest,
 written into a staging directory that is moved into place only when everything succeeded."""
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from edgechat.core.files import file_sha256, staging
 from edgechat.core.manifest import write_manifest
 from edgechat.reports.progress import Steps
 from edgechat.core.sources import load_model
+from targets import schemes
 
 
 @dataclass
 class ConvertOptions:
     formats: list[str] = field(default_factory=lambda: ["gguf"])
     quants: list[str] = field(default_factory=list)
-    imatrix: bool = False
+    imatrix: bool = True  # for the quants llama.cpp weights by one (Q4_0, K-quants) and budget plans
     calib: str | None = None  # calibration text for the importance matrix (default: chit-chat dialogues)
+    budgets: list = field(default_factory=list)  # GGUF mixed precision: [{"bpw": X} | {"size_mib": N}]
     eval_data: str | None = None  # quality text (default: held-out chit-chat dialogues)
     evaluate: bool = True
     eval_n_ctx: int = 512
@@ -57,6 +59,12 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
         target_plan = convert_plan(source, opts.target, opts.formats or None, opts.quants, opts.on)
         opts = replace(opts, formats=[target_plan["format"]], quants=[target_plan["quant"]])
     plan = plan_exports(opts.formats, opts.quants)  # bad options fail before any loading
+    if opts.budgets:
+        if "gguf" not in plan:
+            raise EdgechatError("--bpw/--size-mib choose per-tensor GGUF types: add --format gguf "
+                                "(the .pte per-module plan is not made yet)")
+        if not opts.quants:
+            plan["gguf"] = []  # the budget's file only
     if "pte" in plan:
         from converters.pte_export import check_options
 
@@ -69,13 +77,6 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
     with staging(out_dir) as tmp:
         steps.step(f"loading {source or 'the default model (SmolLM2-135M-Instruct)'}")
         model = load_model(source)
-        imatrix = None
-        if opts.imatrix:
-            from converters.imatrix import compute_imatrix
-
-            seqs = calibration_sequences(model, opts.calib)
-            advance = steps.step("importance matrix from calibration text", total=len(seqs))
-            imatrix = compute_imatrix(model, seqs, on_sequence=advance)
         teacher, compression = model, None
         if opts.recipe and (opts.recipe.prune.active or opts.recipe.distill):
             from edgechat.app.compress import compress
@@ -87,7 +88,18 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
 
                 steps.step("writing the student as a Hugging Face checkpoint")
                 write_hf(model, tmp / "hf")
+        # the importance matrix and the sensitivity pass see the model that is exported (after any pruning)
+        wants_imatrix = opts.imatrix and (opts.budgets or any(schemes.get(q).imatrix for q in plan.get("gguf", [])))
+        seqs = calibration_sequences(model, opts.calib) if wants_imatrix or opts.budgets else None
+        imatrix = None
+        if wants_imatrix:
+            from converters.imatrix import compute_imatrix
+
+            advance = steps.step("importance matrix from chat-formatted calibration text", total=len(seqs))
+            imatrix = compute_imatrix(model, seqs, on_sequence=advance, threads=opts.threads)
         export_opts = ExportOptions(threads=opts.threads, imatrix=imatrix, extra=dict(opts.extra))
+        if opts.budgets:
+            export_opts.extra.update(budgets=list(opts.budgets), calibration=seqs)
         artifacts = []
         for fmt, quants in plan.items():
             artifacts += get_format(fmt).export(model, tmp, quants, export_opts, steps)
@@ -104,11 +116,16 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
             raise EdgechatError("the quality gate needs the quality measurement: drop --no-eval")
         eval_source = opts.eval_data or (opts.recipe.export.eval_data if opts.recipe else None)
         data = read_eval_data(eval_source) if opts.evaluate else None
+        notes = []
         for art in artifacts:
             path = tmp / art["file"]
             if art["format"] != "hf":
                 art["bytes"] = path.stat().st_size
                 art["sha256"] = file_sha256(path)
+                art["size"] = artifact_size(art, path, model)
+                note = artifact_note(art)
+                if note:
+                    notes.append(note)
                 if data is not None and art.get("run_here", True):  # an accelerator artifact cannot run here
                     art["quality"] = measure_quality(teacher, path, data, opts.eval_n_ctx, opts.threads, steps)
         if target_plan and opts.target == "host":  # the estimate, checked against a run here
@@ -120,7 +137,10 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
             "model": {**asdict(model.config), "params": model.config.param_count()},
             "options": {**{f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "recipe"}, "plan": plan},
             "target_plan": target_plan,
-            "imatrix": {"calib": opts.calib or "chitchat[0:64]", "tensors": len(imatrix)} if imatrix else None,
+            "imatrix": ({"calib": opts.calib or "chitchat[0:64]", "chat_formatted": True, "sequences": len(seqs),
+                         "tokens": sum(map(len, seqs)), "tensors": len(imatrix)} if imatrix else
+                        {"used": False, "why": "--no-imatrix" if not opts.imatrix else "no quant here uses one"}),
+            "notes": notes,
             "artifacts": artifacts,
             "files": extra_files,
             "recipe": {"path": opts.recipe.path, "sha256": opts.recipe.sha256} if opts.recipe else None,
@@ -135,6 +155,28 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
         raise GateFailed(f"quality gate failed: {'; '.join(manifest['gate']['reasons'])} "
                          f"(artifacts kept in {out_dir}, manifest marked failed)", manifest)
     return manifest
+
+
+def artifact_size(art: dict, path: Path, model) -> dict:
+    """Effective bits per weight and per-type shares (GGUF: from the header); a .pte's bits are its file's
+    bytes over the model's weights (its tensor types are not listed outside the program)."""
+    if art["format"] == "gguf":
+        from edgechat.core.gguf_sizes import size_report
+
+        report = size_report(path)
+        report.pop("file_bytes")
+        return report
+    params = model.config.param_count()
+    return {"bpw": round(path.stat().st_size * 8 / params, 3), "weights": params, "from": "file bytes"}
+
+
+def artifact_note(art: dict) -> str | None:
+    """The one-line note for a file whose effective bits differ from its quant's nominal bits."""
+    if art["format"] != "gguf" or art["quant"] not in schemes.SCHEMES:
+        return None
+    from edgechat.core.gguf_sizes import size_note
+
+    return size_note(art["file"], art["quant"], schemes.get(art["quant"]).bits, art["size"], art.get("fallbacks"))
 
 
 def check_on_host(plan_dict: dict, artifact: Path, threads: int | None = None, tokens: int = 64) -> dict:

@@ -62,8 +62,13 @@ def cli():
               "linears; 8w keeps the head at 8 bits under 8da4w, as llama.cpp's Q4 types do).")
 @click.option("--max-seq-len", type=int, help="pte: context length of the static KV cache "
               "(default: the model's, at most 2048).")
-@click.option("--imatrix", is_flag=True, help="Quantize Q4_0/Q4_K_M with an importance matrix from --calib text.")
-@click.option("--calib", type=click.Path(), help="Calibration text for --imatrix (default: chit-chat dialogues).")
+@click.option("--imatrix/--no-imatrix", default=True, show_default=True, help="Quantize Q4_0/Q4_K_M and --bpw/--size-mib "
+              "plans with an importance matrix from chat-formatted --calib text.")
+@click.option("--bpw", type=float, multiple=True, help="gguf: mixed precision for this many effective bits per weight, "
+              "per-tensor types chosen by measured sensitivity. Repeatable.")
+@click.option("--size-mib", type=float, multiple=True, help="gguf: mixed precision for a file of at most N MiB. Repeatable.")
+@click.option("--calib", type=click.Path(), help="Calibration text for the importance matrix and the sensitivity pass "
+              "(default: chit-chat dialogues).")
 @click.option("--eval-data", type=click.Path(), help="Text for the manifest's quality figures "
               "(default: 20 held-out chit-chat dialogues). Raw text, DailyDialog or JSONL.")
 @click.option("--no-eval", is_flag=True, help="Skip the quality measurement.")
@@ -74,8 +79,8 @@ def cli():
               "plan that puts layers on a Vulkan or Core ML accelerator also writes that accelerator's artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @compression_options
-def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_quant, max_seq_len, imatrix, calib,
-            eval_data, no_eval, threads, target, accelerator, as_json, **compression):
+def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_quant, max_seq_len, imatrix, bpw,
+            size_mib, calib, eval_data, no_eval, threads, target, accelerator, as_json, **compression):
     """Convert SOURCE into artifacts in OUTPUT, with quality figures vs the fp32 model."""
     from edgechat.app.pipeline import ConvertOptions, convert as run_convert
     from edgechat.reports.progress import Steps
@@ -89,6 +94,7 @@ def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_
                                                    ("embedding_quant", embedding_quant and embedding_quant.lower()),
                                                    ("head_quant", head_quant and head_quant.lower()))
                                  if v is not None})
+    opts.budgets = [{"bpw": x} for x in bpw] + [{"size_mib": n} for n in size_mib]
     opts.recipe = recipe_from_cli(**compression)
     if opts.recipe:
         set_by_user = {p: click.get_current_context().get_parameter_source(p).name != "DEFAULT" for p in ("formats", "quants")}
@@ -102,6 +108,8 @@ def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_
 
             artifact_table(failed.manifest, out_dir)
             raise
+    for note in manifest.get("notes", []):
+        click.echo(note, err=True)
     if manifest.get("target_plan") and not as_json:
         tp = manifest["target_plan"]
         click.echo(f"plan for {tp['target']}: {tp['format']} {tp['quant']}, {tp['chosen']['placement']}, "
@@ -192,14 +200,14 @@ def eval_cmd(artifact, reference, data, n_ctx, chunks, dialogues, quant, threads
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def inspect(artifact, as_json):
     """Show what ARTIFACT holds: architecture, sizes, quant types, tokenizer, template, manifest."""
-    from edgechat.app.inspect import describe
+    from edgechat.app.inspect import describe, text_view
     from edgechat.reports.tables import kv_table
 
     info = describe(artifact)
     if as_json:
         emit_json(info)
     else:
-        kv_table(str(artifact or "default model"), info)
+        kv_table(str(artifact or "default model"), text_view(info))
 
 
 @cli.command()
