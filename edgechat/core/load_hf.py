@@ -134,7 +134,9 @@ def load_hf(path: Path) -> Model:
         raise EdgechatError(f"{path} has no tokenizer: expected tokenizer.json or tokenizer.model beside config.json")
     check_vocab(cfg, tokenizer, str(path / "config.json"))
     files = weight_files(path)
-    state = family.from_checkpoint(read_safetensors(files), cfg)
+    weights = read_safetensors(files)
+    check_layer_count(cfg, weights, str(path / "config.json"))  # before a module of that many layers is built
+    state = family.from_checkpoint(weights, cfg)
     module = build_module(cfg, state, str(path))
     template = template_from_tokenizer_config(read_json(path / "tokenizer_config.json"))
     if (path / "chat_template.jinja").exists():

@@ -67,7 +67,7 @@ def test_unsupported_architecture(stories_dir, workdir):
     cfg = json.loads((src / "config.json").read_text())
     cfg["architectures"] = ["GPT2LMHeadModel"]
     (src / "config.json").write_text(json.dumps(cfg))
-    convert_fails(workdir, src, "unsupported architecture 'GPT2LMHeadModel': edgechat supports LlamaForCausalLM, ")
+    convert_fails(workdir, src, "unsupported architecture 'GPT2LMHeadModel': edgechat supports ")
 
 
 def test_missing_tokenizer(stories_dir, workdir):
@@ -128,3 +128,174 @@ def test_failure_mid_conversion_leaves_no_staging(stories_dir, workdir):
     (src / "model.safetensors").write_bytes(b"\x00" * 16)
     convert_fails(workdir, src, "is truncated or corrupt")
     assert not any(p.name.startswith(".out.partial-") for p in workdir.iterdir())
+
+
+# -- files that lie: every loader checks before it trusts (the README's bad-input table) ---------------------
+def gguf_with(src, dest, field_kind, index, fmt, value):
+    """A copy of a GGUF with one header field (by kind and occurrence, from tests/fuzzing.py's layout) set."""
+    import struct
+
+    from tests.fuzzing import gguf_fields
+
+    data = bytearray(src.read_bytes())
+    at = [f for f in gguf_fields(bytes(data)) if f[2] == field_kind][index][0] if field_kind else index
+    struct.pack_into(fmt, data, at, value)
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def gguf_value_at(src, key):
+    data = src.read_bytes()
+    return data.index(key.encode()) + len(key) + 4  # after the key and its value type
+
+
+@pytest.mark.parametrize("name, field, index, fmt, value, message", [
+    ("v1", None, 4, "<I", 1, "is corrupt: GGUF version 1 is not supported (llama.cpp reads versions 2 and 3; "
+                             "a big-endian file also shows a huge version)"),
+    ("ttype", "ttype", 0, "<I", 99, "is corrupt: tensor token_embd.weight has unknown type 99"),
+    ("ndims", "ndims", 0, "<I", 7, "is corrupt: tensor token_embd.weight has 7 dimensions (1 to 4 allowed)"),
+    ("offset", "offset", 1, "<Q", 4, "is corrupt: tensor blk.0.attn_norm.weight has data offset 4, expected 131072"),
+    ("nkv", None, 16, "<Q", 2**40, "is truncated or corrupt: its header cannot be read (1099511627776 metadata keys "
+                                   "and 47 tensors cannot fit in"),
+])
+def test_malformed_gguf_header(stories_f32_gguf, tmp_path, name, field, index, fmt, value, message):
+    bad = gguf_with(stories_f32_gguf, tmp_path / f"{name}.gguf", field, index, fmt, value)
+    assert_user_error(run_cli("inspect", str(bad)), f"{bad} {message}")
+    assert_user_error(run_cli("chat", str(bad), "--prompt", "hi"), f"{bad} {message}")  # before llama.cpp reads it
+
+
+def test_gguf_zero_heads(stories_f32_gguf, tmp_path):
+    bad = gguf_with(stories_f32_gguf, tmp_path / "h0.gguf", None, gguf_value_at(stories_f32_gguf,
+                    "llama.attention.head_count"), "<I", 0)
+    assert_user_error(run_cli("inspect", str(bad)),
+                      f"{bad} is corrupt: GGUF metadata llama.attention.head_count must be a positive uint32, got 0")
+
+
+def safetensors_with(src, edit):
+    import struct
+
+    data = (src / "model.safetensors").read_bytes()
+    (n,) = struct.unpack_from("<Q", data)
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    (src / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+
+
+def test_safetensors_offsets_outside_the_file(stories_dir, workdir):
+    src = copy_stories(stories_dir, workdir / "src")
+    safetensors_with(src, lambda h: h["model.norm.weight"].__setitem__("data_offsets", [0, 10**9]))
+    convert_fails(workdir, src, f"{src / 'model.safetensors'} is truncated or corrupt (tensor model.norm.weight has "
+                  "data_offsets [0, 1000000000] outside the 1040128 data bytes): re-download or re-export it")
+
+
+def test_safetensors_shape_against_bytes(stories_dir, workdir):
+    src = copy_stories(stories_dir, workdir / "src")
+    safetensors_with(src, lambda h: h["model.norm.weight"].__setitem__("shape", [65]))
+    convert_fails(workdir, src, f"{src / 'model.safetensors'} is truncated or corrupt (tensor model.norm.weight: F32 "
+                  "[65] needs 260 bytes, data_offsets give 256): re-download or re-export it")
+
+
+def config_with(stories_dir, workdir, **values):
+    src = copy_stories(stories_dir, workdir / "src")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(values)
+    (src / "config.json").write_text(json.dumps(cfg))
+    return src
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"hidden_size": 0}, "hidden_size must be a positive integer below 2**31, got 0"),
+    ({"num_key_value_heads": 3}, "the attention heads (8) must be a multiple of the KV heads (3)"),
+    ({"vocab_size": 100}, "the tokenizer has 512 tokens but vocab_size is 100: the tokenizer does not belong to this model"),
+    ({"num_hidden_layers": 1000}, "the config says 1000 layers but the weights hold 5"),
+    ({"rms_norm_eps": None}, "rms_norm_eps is null: give a number or leave the key out"),
+])
+def test_bad_config_values(stories_dir, workdir, values, message):
+    src = config_with(stories_dir, workdir, **values)
+    convert_fails(workdir, src, f"{src / 'config.json'}: {message}")
+
+
+def test_corrupt_sentencepiece_model(stories_dir, workdir):
+    src = copy_stories(stories_dir, workdir / "src")
+    (src / "tokenizer.model").write_bytes(b"\x0a\x05hello garbage" * 10)
+    convert_fails(workdir, src, f"{src / 'tokenizer.model'} is not a valid SentencePiece model: ")
+
+
+def test_truncated_tokenizer_config(stories_dir, workdir):
+    src = copy_stories(stories_dir, workdir / "src")
+    (src / "tokenizer_config.json").write_text('{"add_bos_token": tru')
+    convert_fails(workdir, src, f"{src / 'tokenizer_config.json'} is not valid JSON (truncated?)")
+
+
+def weights_with(stories_dir, dest, name, index, value):
+    from safetensors.torch import load_file, save_file
+
+    src = copy_stories(stories_dir, dest)
+    tensors = load_file(str(src / "model.safetensors"))
+    tensors[name].view(-1)[index] = value
+    save_file(tensors, str(src / "model.safetensors"), metadata={"format": "pt"})
+    return src
+
+
+@pytest.mark.parametrize("name, value, counts", [("model.layers.0.mlp.gate_proj.weight", float("nan"), "1 NaN, 0 Inf"),
+                                                 ("model.embed_tokens.weight", float("inf"), "0 NaN, 1 Inf")])
+def test_non_finite_weight_refused_by_name(stories_dir, workdir, name, value, counts):
+    src = weights_with(stories_dir, workdir / "src", name, 7, value)
+    convert_fails(workdir, src, f"{src}: tensor {name} holds non-finite values ({counts}): "
+                  "the checkpoint is corrupt or was trained into divergence", "--quant", "f32")
+
+
+def test_non_finite_logits_in_chat_and_eval(stories_dir, workdir):
+    """Finite weights whose logits overflow (a final norm of 3e38): chat and eval say so."""
+    from safetensors.torch import load_file, save_file
+
+    src = copy_stories(stories_dir, workdir / "src")
+    tensors = load_file(str(src / "model.safetensors"))
+    tensors["model.norm.weight"].fill_(3e38)
+    save_file(tensors, str(src / "model.safetensors"), metadata={"format": "pt"})
+    assert_user_error(run_cli("chat", str(src), "--engine", "torch", "--prompt", "hi"),
+                      "the model produced non-finite logits (NaN or Inf) at reply token 0: its weights or its engine "
+                      "are broken; re-convert it from the source")
+    data = workdir / "story.txt"
+    data.write_text("Once upon a time there was a little girl. " * 200)
+    assert_user_error(run_cli("eval", str(src), "--reference", str(stories_dir), "--data", str(data), "--n-ctx", "64"),
+                      f"the artifact produced non-finite logits (NaN or Inf) on sequence 1 of {data.name}")
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+     "the chat template was stopped: it ran past its 2 s time limit (a loop?)"),
+    ("{% import 'os' as os %}{{ os }}",
+     "the chat template was stopped: it imports or includes another template, which a model's template may not do"),
+    ("{{ ''.__class__.__mro__ }}", "the chat template was stopped by the sandbox: access to attribute '__class__' of "
+                                   "'str' object is unsafe."),
+    ("{{ 'x' * 100000000 }}", "the chat template was stopped: it builds a value over 8388608 items"),
+    ("{{ raise_exception('Only user and assistant roles are supported') }}",
+     "the chat template refused the conversation: Only user and assistant roles are supported"),
+])
+def test_hostile_chat_template(stories_dir, workdir, template, message):
+    src = copy_stories(stories_dir, workdir / "src")
+    (src / "chat_template.jinja").write_text(template)
+    assert_user_error(run_cli("chat", str(src), "--engine", "torch", "--prompt", "hi", "--max-tokens", "4"), message)
+
+
+def test_recipe_value_out_of_range(stories_dir, workdir):
+    recipe = workdir / "r.toml"
+    recipe.write_text("[prune]\nffn = 1.5\n")
+    convert_fails(workdir, stories_dir, f"{recipe}: 'prune.ffn' must be >= 0 and < 1, got 1.5", "--recipe", str(recipe))
+
+
+def test_profile_value_out_of_range(stories_dir, tmp_path):
+    from tests.conftest import ROOT
+
+    prof = tmp_path / "rpi5-8gb.toml"
+    prof.write_text((ROOT / "targets" / "profiles" / "rpi5-8gb.toml").read_text().replace("cores = 4", "cores = -4"))
+    assert_user_error(run_cli("plan", str(stories_dir), "--target", str(prof)),
+                      f"{prof}: key 'cpu.cores': must be > 0, got -4")
+
+
+def test_pte_that_is_not_a_program(tmp_path):
+    bad = tmp_path / "junk.pte"
+    bad.write_bytes(b"\x00" * 1000)
+    assert_user_error(run_cli("chat", str(bad), "--prompt", "hi"), "ExecuTorch could not load junk.pte: ")
