@@ -54,8 +54,10 @@ def tokenizer_from_vocab(v: GGUFVocab, path: Path | str = "the GGUF file"):
 def config_from_gguf(reader, n_vocab: int):
     family = archs.for_gguf(field_value(reader, "general.architecture"))
     meta = {k: field_value(reader, k) for k in reader.fields if not k.startswith("tokenizer.")}
+    tensors = {t.name: t for t in reader.tensors}
+    read = lambda name: dequantize(tensors[name]).reshape(-1)  # noqa: E731 (the RoPE factor tensors)
     try:
-        return family.config_from_gguf(meta, [t.name for t in reader.tensors], n_vocab)
+        return family.config_from_gguf(meta, list(tensors), n_vocab, read)
     except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError) as e:  # read_header checks the common keys
         raise EdgechatError(f"the GGUF metadata has a value of the wrong type or range "
                             f"({type(e).__name__}: {str(e)[:120]})") from None
@@ -74,7 +76,9 @@ def load_gguf(path: Path) -> Model:
     cfg = config_from_gguf(reader, len(vocab.tokens))
     family = archs.get(cfg.arch)
     check_layer_count(cfg, [t.name for t in reader.tensors], str(path))
-    to_gguf = family.gguf_tensor_names(cfg, expected_tensors(cfg))
+    # the names in the family's GGUF layout (Phi-3's fused projections), split back into ours below
+    layout = family.to_gguf_layout({n: torch.empty(0) for n in expected_tensors(cfg)}, cfg)
+    to_gguf = family.gguf_tensor_names(cfg, layout)
     tensors = {t.name: t for t in reader.tensors}
     state = {}
     for name, g_name in to_gguf.items():
@@ -82,7 +86,9 @@ def load_gguf(path: Path) -> Model:
             w = guarded(path, f"has tensor {g_name} that gguf-py cannot dequantize", dequantize, tensors[g_name])
             heads = family.qk_permute_heads(name, cfg)
             w = guarded(path, f"has tensor {g_name} of a shape its config cannot have", unpermute_qk, w, heads) if heads else w
-            state[name] = torch.from_numpy(w.copy())
+            state[name] = torch.from_numpy(family.from_gguf_tensor_data(name, w).copy())
+    if len(state) == len(to_gguf):
+        state = guarded(path, "has fused tensors of shapes its config cannot have", family.from_gguf_layout, state, cfg)
     tokenizer = tokenizer_from_vocab(vocab, path)
     check_vocab(cfg, tokenizer, str(path))
     module = build_module(cfg, state, str(path))

@@ -185,13 +185,7 @@ class Family:
 
     def gguf_keys(self) -> list[tuple[str, str, str]]:
         """(metadata key, config attribute, value type) for this architecture."""
-        from gguf import Keys
-
-        out = []
-        for path, attr, vtype in self.GGUF_FIELDS:
-            group, name = path.split(".")
-            out.append((getattr(getattr(Keys, group), name).format(arch=self.gguf_name), attr, vtype))
-        return out
+        return [(self.key(path), attr, vtype) for path, attr, vtype in self.GGUF_FIELDS]
 
     def write_gguf_config(self, w, c: ModelConfig) -> None:
         """The hyper-parameters, through gguf-py's GGUFWriter."""
@@ -213,6 +207,7 @@ class Family:
 
     def gguf_tensors(self, c: ModelConfig, state: dict):
         """(GGUF name, float32 array) of every tensor, in llama.cpp's layout, then the generated ones."""
+        state = self.to_gguf_layout(state, c)
         names = self.gguf_tensor_names(c, state)
         for hf_name, tensor in state.items():
             arr = tensor.detach().float().numpy()
@@ -232,8 +227,16 @@ class Family:
 
             yield "rope_freqs.weight", rope_freq_factors(c).numpy()
 
-    def config_from_gguf(self, meta: dict, tensor_names, n_vocab: int) -> ModelConfig:
-        """meta: the file's scalar metadata; tensor_names: every tensor's GGUF name."""
+    def key(self, path: str) -> str:
+        """A metadata key of this architecture: key("Rope.FREQ_BASE_SWA") -> "gemma3.rope.freq_base_swa"."""
+        from gguf import Keys
+
+        group, name = path.split(".")
+        return getattr(getattr(Keys, group), name).format(arch=self.gguf_name)
+
+    def config_from_gguf(self, meta: dict, tensor_names, n_vocab: int, read=None) -> ModelConfig:
+        """meta: the file's scalar metadata; tensor_names: every tensor's GGUF name; read(name): a tensor's
+        values as float32 (None when only the header is read: the shape is right, RoPE factors are left out)."""
         got = {}
         for key, attr, _ in self.gguf_keys():
             if meta.get(key) is not None:
@@ -243,11 +246,59 @@ class Family:
             raise EdgechatError(f"the GGUF file lacks {self.gguf_name}'s hyper-parameters ({', '.join(missing)}): "
                                 "it is not a complete model")
         names = set(tensor_names)
-        return ModelConfig(
+        head_dim = got.get("head_dim") or got["hidden_size"] // got["num_heads"]
+        fields = dict(
             arch=self.name, vocab_size=got.get("vocab_size") or n_vocab, hidden_size=got["hidden_size"],
             intermediate_size=got["intermediate_size"], num_layers=got["num_layers"], num_heads=got["num_heads"],
-            num_kv_heads=got.get("num_kv_heads") or got["num_heads"],
-            head_dim=got.get("head_dim") or got["hidden_size"] // got["num_heads"],
+            num_kv_heads=got.get("num_kv_heads") or got["num_heads"], head_dim=head_dim,
             max_seq_len=got.get("max_seq_len", 2048), rope_theta=float(got.get("rope_theta", 10000.0)),
             rms_norm_eps=float(got.get("rms_norm_eps", self.rms_norm_eps)),
-            tie_word_embeddings="output.weight" not in names, attention_bias="blk.0.attn_q.bias" in names)
+            tie_word_embeddings="output.weight" not in names, attention_bias="blk.0.attn_q.bias" in names,
+            qk_norm="blk.0.attn_q_norm.weight" in names,
+            partial_rotary_factor=got.get("rope_dim", head_dim) / head_dim)
+        fields.update(self.rope_from_gguf(meta, names, read, fields))
+        fields.update(self.features_from_gguf(meta, fields))
+        return ModelConfig(**fields)
+
+    def rope_from_gguf(self, meta: dict, names: set, read, fields: dict) -> dict:
+        """The RoPE scaling fields, as llama.cpp reads them: linear from the metadata, Llama 3's from the
+        rope_freqs divisors, longrope from rope_factors_long/short and the original context."""
+        import gguf
+
+        dim = int(fields["head_dim"] * fields["partial_rotary_factor"])
+        kind = meta.get(self.key("Rope.SCALING_TYPE"))
+        if kind == gguf.RopeScalingType.LINEAR.value:
+            return {"rope_type": "linear", "rope_factor": float(meta[self.key("Rope.SCALING_FACTOR")])}
+        if "rope_factors_long.weight" in names:
+            out = {"rope_type": "longrope", "rope_original_max_seq_len": int(meta[self.key("Rope.SCALING_ORIG_CTX_LEN")]),
+                   "rope_attention_factor": float(meta.get(self.key("Rope.SCALING_ATTN_FACTOR"), 1.0))}
+            if read is not None:
+                out.update(rope_long_factor=tuple(read("rope_factors_long.weight").tolist()),
+                           rope_short_factor=tuple(read("rope_factors_short.weight").tolist()))
+            return out
+        if "rope_freqs.weight" in names:
+            if read is None:
+                return {"rope_type": "llama3"}
+            from edgechat.core.transformer import llama3_from_divisors
+
+            fit = llama3_from_divisors(read("rope_freqs.weight"), dim, fields["rope_theta"])
+            if fit is None:
+                raise EdgechatError(f"the GGUF's rope_freqs tensor is not Llama 3's RoPE scaling of these dimensions "
+                                    f"({dim}, base {fields['rope_theta']:g}): edgechat reads llama3 rope_freqs only")
+            return fit
+        return {}
+
+    def features_from_gguf(self, meta: dict, fields: dict) -> dict:
+        """This family's block features (ModelConfig fields) from its GGUF metadata."""
+        return {}
+
+    # the GGUF's tensor layout, when it is not ours (Phi-3 keeps its fused projections); both take HF names
+    def to_gguf_layout(self, state: dict, c: ModelConfig) -> dict:
+        return state
+
+    def from_gguf_layout(self, state: dict, c: ModelConfig) -> dict:
+        return state
+
+    def from_gguf_tensor_data(self, hf_name: str, arr: np.ndarray) -> np.ndarray:
+        """The inverse of gguf_tensor_data."""
+        return arr

@@ -68,3 +68,18 @@ class Gemma3(Family):
 
     def gguf_tensor_data(self, hf_name: str, arr: np.ndarray) -> np.ndarray:
         return arr + 1.0 if hf_name.endswith("norm.weight") else arr  # (1 + weight) folded in
+
+    def from_gguf_tensor_data(self, hf_name: str, arr: np.ndarray) -> np.ndarray:
+        return arr - 1.0 if hf_name.endswith("norm.weight") else arr
+
+    def features_from_gguf(self, meta: dict, fields: dict) -> dict:
+        n = fields["num_layers"]
+        # llama.cpp's defaults where its converter wrote no pattern or local base: every 6th layer global, 10000
+        pattern = meta.get(self.key("Attention.SLIDING_WINDOW_PATTERN"))
+        sliding = [bool(x) for x in pattern] if isinstance(pattern, list) and len(pattern) == n else \
+            [(i + 1) % 6 != 0 for i in range(n)]
+        return {"hidden_act": "gelu_pytorch_tanh", "norm_unit_offset": True, "sandwich_norms": True,
+                "scale_embeddings": True, "query_pre_attn_scalar": float(fields["head_dim"]),  # llama.cpp's scale
+                "sliding_window": int(meta.get(self.key("Attention.SLIDING_WINDOW"), 4096)),
+                "layer_types": tuple("sliding_attention" if s else "full_attention" for s in sliding),
+                "rope_local_theta": float(meta.get(self.key("Rope.FREQ_BASE_SWA"), 10000.0))}

@@ -72,8 +72,15 @@ class Phi3(Family):
             w.add_rope_scaling_orig_ctx_len(c.rope_original_max_seq_len)
             w.add_rope_scaling_attn_factors(c.rope_attention_factor)
 
-    def gguf_tensors(self, c: ModelConfig, state: dict):
-        yield from super().gguf_tensors(c, self.to_checkpoint(state, c))
+    def features_from_gguf(self, meta: dict, fields: dict) -> dict:
+        return {"sliding_window": meta.get(self.key("Attention.SLIDING_WINDOW")) or None}  # 0: none
+
+    # llama.cpp keeps the fused attn_qkv and ffn_up (gate and up), as the checkpoint has them
+    def to_gguf_layout(self, state: dict, c: ModelConfig) -> dict:
+        return self.to_checkpoint(state, c)
+
+    def from_gguf_layout(self, state: dict, c: ModelConfig) -> dict:
+        return self.from_checkpoint(state, c)
 
     def gguf_extra_tensors(self, c: ModelConfig):
         if c.rope_type == "longrope":

@@ -34,6 +34,9 @@ class SmolLM3(Family):
                 "no_rope_layer_interval": LLAMA_CPP_NO_ROPE_STEP, "attention_bias": c.attention_bias,
                 "use_sliding_window": False}
 
+    def features_from_gguf(self, meta: dict, fields: dict) -> dict:
+        return {"no_rope_layers": default_pattern(fields["num_layers"])}  # the only pattern a GGUF holds
+
     def gguf_refusal(self, c: ModelConfig) -> str | None:
         if tuple(c.no_rope_layers) != default_pattern(c.num_layers):
             return (f"llama.cpp's smollm3 graph skips RoPE in every {LLAMA_CPP_NO_ROPE_STEP}th layer, and this "

@@ -88,7 +88,7 @@ def test_qwen2_config_round_trips_through_hf_dict(tiny_qwen2_dir):
     assert archs.config_from_hf(archs.config_to_hf(cfg)) == cfg
 
 
-@pytest.mark.parametrize("arch", ["GPT2LMHeadModel", "MistralForCausalLM"])
+@pytest.mark.parametrize("arch", ["GPT2LMHeadModel", "FalconForCausalLM"])
 def test_other_architectures_refused_by_name(arch):
     from edgechat.core import archs
     from edgechat.core.errors import EdgechatError
