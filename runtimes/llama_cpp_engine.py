@@ -38,7 +38,9 @@ class LlamaCppEngine(Engine):
         self._lib = llama_cpp
         self.model_path = str(path)
         self.model_bytes = path.stat().st_size
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp pads the context (to 256), but llama-cpp-python sizes its token and logit buffers by the n_ctx
+        # asked for: past that, eval() fails with a broadcast error once a long chat fills the context
+        self.n_ctx = min(self.llm.n_ctx(), len(self.llm.input_ids))
         self.n_vocab = self.llm.n_vocab()
         self.vocab = self.llm._model.vocab
         self.chat_template = self.llm.metadata.get("tokenizer.chat_template")
