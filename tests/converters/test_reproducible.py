@@ -15,6 +15,8 @@ def diff_keys(a, b, path=""):
                 continue
             out += diff_keys(a.get(k), b.get(k), f"{path}.{k}")
         return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [k for i, (x, y) in enumerate(zip(a, b)) for k in diff_keys(x, y, f"{path}[{i}]")]
     return [] if a == b else [path]
 
 
