@@ -85,16 +85,22 @@ def main():
             samples.append({"turn": i, "rss_mib": round(rss_mb()["rss_mb"], 1), "elapsed_s": round(time.perf_counter() - t0, 1),
                             "history_messages": len(chat.messages)})
             print(f"turn {i}: RSS {samples[-1]['rss_mib']} MiB, {overflows} overflows", file=sys.stderr)
+            write(bench, args, path, prompts[:i], samples, errors, problems, overflows, dropped, stops, t0, done=False)
+    write(bench, args, path, prompts[:i], samples, errors, problems, overflows, dropped, stops, t0, done=True)
+
+
+def write(bench, args, path, prompts, samples, errors, problems, overflows, dropped, stops, t0, done):
+    """The results so far (every sample, so a run cut short still leaves its figures), marked complete or not."""
     steady = [s["rss_mib"] for s in samples if s["turn"] >= args.warmup]
     spread = (max(steady) - min(steady)) / min(steady) if steady else None
     results = {"artifact": str(path.name), "turns": len(prompts), "n_ctx": args.n_ctx, "max_tokens": args.max_tokens,
                "threads": args.threads,
                "errors": errors, "malformed_replies": problems, "context_overflows": overflows,
                "messages_dropped": dropped, "stop_reasons": stops, "rss": samples, "rss_spread_after_warmup": spread,
-               "rss_flat_within_5pct": spread is not None and spread <= 0.05, "wall_s": round(time.perf_counter() - t0, 1)}
+               "rss_flat_within_5pct": spread is not None and spread <= 0.05, "complete": done, "wall_s": round(time.perf_counter() - t0, 1)}
     md = md_table(["turn", "RSS MiB", "elapsed s", "history messages"],
                   [[s["turn"], s["rss_mib"], s["elapsed_s"], s["history_messages"]] for s in samples])
-    md += (f"\n\n{len(prompts)} turns, n_ctx {args.n_ctx}, max_tokens {args.max_tokens}: {overflows} turns overflowed the "
+    md += (f"\n\n{'' if done else '(in progress) '}{len(prompts)} turns, n_ctx {args.n_ctx}, max_tokens {args.max_tokens}: {overflows} turns overflowed the "
            f"context ({dropped} messages dropped), {len(errors)} errors, {len(problems)} malformed replies, stop reasons "
            f"{stops}. RSS spread from turn {args.warmup} on: " + (f"{spread:.2%}" if spread is not None else "-") + " (goal <= 5%).")
     bench.write(results, md)
