@@ -55,8 +55,13 @@ def _engine(engine: str) -> dict:
     return ENGINES[engine]
 
 
-def kv_cache_bytes(spec: ModelSpec, engine: str, n_ctx: int) -> float:
-    return spec.num_layers * spec.kv_bytes_per_token(_engine(engine)["kv_bytes"]) * n_ctx
+def kv_cache_bytes(spec: ModelSpec, engine: str, n_ctx: int, kv_bytes: int | None = None) -> float:
+    """K and V of every layer at n_ctx positions; kv_bytes per value overrides the engine's default type."""
+    return spec.num_layers * spec.kv_bytes_per_token(kv_bytes or _engine(engine)["kv_bytes"]) * n_ctx
+
+
+def runtime_bytes(engine: str) -> float:
+    return float(_engine(engine)["runtime"])
 
 
 def compute_bytes(spec: ModelSpec, engine: str, n_ctx: int) -> float:
@@ -76,10 +81,10 @@ def weight_bytes(spec: ModelSpec, quant: str, types: dict | None = None) -> floa
     return sum(type_bytes(types[t.name], t.n) for t in spec.tensors())
 
 
-def estimate(spec: ModelSpec, engine: str, n_ctx: int, weights: float) -> MemoryEstimate:
-    e = _engine(engine)
-    return MemoryEstimate(engine, n_ctx, float(weights), kv_cache_bytes(spec, engine, n_ctx),
-                          compute_bytes(spec, engine, n_ctx), float(e["runtime"]))
+def estimate(spec: ModelSpec, engine: str, n_ctx: int, weights: float, kv_bytes: int | None = None) -> MemoryEstimate:
+    """The one estimate: the fit check before loading and the planner's per-device memory both come from here."""
+    return MemoryEstimate(engine, n_ctx, float(weights), kv_cache_bytes(spec, engine, n_ctx, kv_bytes),
+                          compute_bytes(spec, engine, n_ctx), runtime_bytes(engine))
 
 
 def largest_n_ctx(spec: ModelSpec, engine: str, weights: float, budget: float, max_n_ctx: int) -> int | None:

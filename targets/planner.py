@@ -4,9 +4,9 @@ n_gpu_layers (the output head first, then the last layers) on each accelerator a
 .pte placements are ordered ExecuTorch partitioners (an accelerator's first, XNNPACK for the rest)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from targets import schemes
+from targets import memory as resident, schemes
 from targets.errors import PlanError, TargetError
 from targets.estimate import Device, accelerator_device, cpu_device, embed_bytes, head_cost, layer_cost
 from targets.model_spec import ModelSpec
@@ -17,7 +17,6 @@ from targets.quants import FORMAT_QUANTS, QUALITY, format_of, kv_type_bytes, ten
 DEFAULT_QUANTS = {f: tuple(q for q in schemes.names(f, made=True) if schemes.get(q).bits < 16) for f in schemes.formats()}
 CPU_BACKEND = {"gguf": "cpu", "pte": "xnnpack"}
 ENGINE = {"gguf": "llama.cpp", "pte": "executorch"}
-RUNTIME_BYTES = 50e6  # the engine's own code and allocator slack
 NEAR = 0.9  # estimates closer than 10% are within their error: a tie
 
 
@@ -75,6 +74,7 @@ class Candidate:
     partitioners: list[str] | None = None
     short_bytes: float = 0.0
     short_where: str = ""
+    resident: dict | None = None  # targets.memory's estimate (weights, kv_cache, compute, runtime, total)
 
     @property
     def fits(self) -> bool:
@@ -102,12 +102,6 @@ class Plan:
         req.pop("tensor_types")
         return {"target": self.target, "model": self.model, "request": req, "format": c["format"],
                 "quant": c["quant"], "chosen": c, "reasons": self.reasons, "alternatives": others}
-
-
-def scratch_bytes(spec: ModelSpec, n_ctx: int, ubatch: int = 512) -> float:
-    """Compute buffers: a worst-case batch's logits, attention scores and activations (fp32)."""
-    ub = min(ubatch, n_ctx)
-    return ub * 4 * (spec.vocab_size + spec.num_heads * n_ctx + 4 * spec.hidden_size + 2 * spec.intermediate_size)
 
 
 def gib(x: float) -> str:
@@ -157,13 +151,17 @@ def build(spec: ModelSpec, profile: Profile, req: Request, quant: str, accel: Ac
     syncs = sum(max(a.sync_overhead_ms, b.sync_overhead_ms) for a, b in zip(seq, seq[1:]) if a is not b) * 1e-3
     decode_s += syncs + profile.cpu.token_overhead_us * 1e-6
     prefill_s += syncs
-    scratch = scratch_bytes(spec, n_ctx)
-    memory = {"CPU": RUNTIME_BYTES + scratch}
+    # targets/memory.py's arithmetic (the fit check's): the slots' weights and KV cache where they live, the
+    # runtime on the CPU, a compute buffer on each device that runs layers (each backend allocates its own)
+    est = resident.estimate(spec, ENGINE[fmt], n_ctx, sum(s.weight_bytes for s in slots), kvb)
+    runs = [d for d in (cpu, acc) if d and any(dev(i) is d for i in range(L + 1))]
+    memory = {"CPU": est.runtime}
     for s in slots:
         memory[s.device] = memory.get(s.device, 0.0) + s.weight_bytes + s.kv_bytes
-    if acc:
-        memory[acc.label] = memory.get(acc.label, 0.0) + (scratch if on_acc else 0.0)
-    total = sum(memory.values())
+    for d in runs:
+        memory[d.label] = memory.get(d.label, 0.0) + est.compute
+    est = replace(est, compute=len(runs) * est.compute)
+    total = est.total
     budgets = {"CPU": profile.memory.app_budget_gb * GB}
     short, where = total - budgets["CPU"], "app budget"
     if acc:
@@ -179,7 +177,7 @@ def build(spec: ModelSpec, profile: Profile, req: Request, quant: str, accel: Ac
         placement = f"{len(on_acc)}/{L + 1} on {acc.label}, rest on CPU ({cpu.backend})"
     cand = Candidate(fmt, quant, ENGINE[fmt], placement, slots, memory, budgets, total, budgets["CPU"],
                      1.0 / decode_s, req.prompt_tokens / prefill_s, prefill_s + profile.cpu.token_overhead_us * 1e-6,
-                     short_bytes=short, short_where=where)
+                     short_bytes=short, short_where=where, resident=est.to_dict())
     if fmt == "gguf":
         cand.n_gpu_layers = len(on_acc)
         gpu_layers = sorted(i for i in on_acc if i < L)

@@ -50,9 +50,15 @@ def _shape(path: Path, engine: str):
     from edgechat.app.targeting import model_spec, spec_from_gguf, target_errors
     from edgechat.core.manifest import read_manifest
 
-    if engine == "llama.cpp":
-        spec, _, quant = spec_from_gguf(path)
-        return spec, path.stat().st_size, quant, spec.max_seq_len
+    if engine == "llama.cpp":  # the tensors' bytes, as the planner counts them (`plan --as-is` shows the same)
+        from targets import memory
+
+        spec, types, quant = spec_from_gguf(path)
+        try:
+            weights = memory.weight_bytes(spec, quant, types)
+        except KeyError:  # a tensor the shape does not name: the file's size, a bound
+            weights = path.stat().st_size
+        return spec, weights, quant, spec.max_seq_len
     if engine == "executorch":
         m = read_manifest(path.parent)
         entry = next((a for a in (m or {}).get("artifacts", []) if a.get("file") == path.name), None)
@@ -96,28 +102,13 @@ def fit_for(path, engine: str, n_ctx, target: str = "host") -> Fit | None:
     return Fit(path.name, est, budget, limit, max_ctx, fixed, spec, quant)
 
 
-def plan_fit(plan, source, target: str) -> dict:
-    """The fit check's estimate for the plan's chosen format and quant at its n_ctx, against the target's app
-    budget (what `edgechat plan` shows beside the planner's own per-device memory)."""
-    from targets import memory
-    from targets.planner import ENGINE
-
-    from edgechat.app.targeting import get_profile, model_spec, target_errors
-    from edgechat.core.sources import path_kind
-
+def plan_fit(plan) -> dict:
+    """The plan's chosen candidate's resident memory (the planner computes it with targets/memory.py, as the
+    fit check does) against the target's app budget: what `edgechat plan` shows."""
     c = plan.chosen
-    spec, types, _ = model_spec(source)
-    kind, path = path_kind(source)
-    with target_errors():
-        if plan.request.tensor_types and kind in ("gguf", "default"):
-            weights = path.stat().st_size  # the artifact as it stands
-        else:
-            weights = memory.weight_bytes(spec, c.quant)
-        n_ctx = min(plan.request.n_ctx, spec.max_seq_len)
-        est = memory.estimate(spec, ENGINE[c.format], n_ctx, weights)
-    profile = get_profile(target, measure=False)
-    budget = profile.memory.app_budget_gb * 1e9
-    return {**est.to_dict(), "budget": budget, "limit": f"the app budget of {profile.name}", "fits": est.total <= budget}
+    budget = c.app_budget_bytes
+    return {**c.resident, "budget": budget, "limit": f"the app budget of {plan.target}",
+            "fits": c.resident["total"] <= budget}
 
 
 def refusal(fit: Fit, engine: str) -> str:

@@ -317,7 +317,7 @@ def plan(source, target, formats, quants, n_ctx, prompt_tokens, min_tok_s, as_is
                  accelerator=accelerator)
     from edgechat.app.fit import plan_fit
 
-    fit = plan_fit(p, source, target)
+    fit = plan_fit(p)
     if as_json:
         emit_json({**p.to_dict(), "memory_estimate": fit})
         return

@@ -57,7 +57,8 @@ def mib(x: float) -> str:
 
 
 def plan_view(plan, all_layers: bool = False, fit: dict | None = None) -> None:
-    """fit: the resident-memory estimate the fit check makes before loading (edgechat.app.fit.plan_fit)."""
+    """fit: the chosen candidate's resident memory against the budget (edgechat.app.fit.plan_fit): the same
+    targets/memory.py estimate the fit check makes before loading."""
     c = plan.chosen
     title = (f"{plan.model} on {plan.target}: {c.format} {c.quant}, {c.placement} "
              f"(n_ctx {plan.request.n_ctx})")
@@ -65,14 +66,14 @@ def plan_view(plan, all_layers: bool = False, fit: dict | None = None) -> None:
     slots = c.slots if all_layers else _fold(c.slots)  # default: runs of identical layers in one row
     rows = [[s.name, s.device, s.types, mib(s.weight_bytes), mib(s.kv_bytes), f"{s.decode_ms:.3f}"] for s in slots]
     emit_table(title, cols, rows, right=tuple(cols[3:]))
-    mem = ", ".join(f"{d} {v / 1e9:.2f} of {c.budgets.get(d, 0) / 1e9:.2f} GB" for d, v in c.memory.items())
-    console.print(f"memory: {mem} (total {c.total_bytes / 1e9:.2f} GB of the {c.app_budget_bytes / 1e9:.2f} GB "
-                  "an app may use)")
     if fit:
         console.print(f"resident memory when loaded (the fit check's estimate): {mib(fit['total'])} MiB = weights "
                       f"{mib(fit['weights'])} + KV cache {mib(fit['kv_cache'])} at n_ctx {fit['n_ctx']} + compute "
                       f"{mib(fit['compute'])} + runtime {mib(fit['runtime'])} MiB; {fit['limit']} is "
                       f"{mib(fit['budget'])} MiB: {'fits' if fit['fits'] else 'does not fit'}", highlight=False)
+    if len(c.memory) > 1:  # the same total, split over the devices that hold it
+        console.print("per device: " + ", ".join(f"{d} {mib(v)} of {mib(c.budgets.get(d, 0))} MiB"
+                                                 for d, v in c.memory.items()), highlight=False)
     console.print(f"estimated: decode {c.decode_tok_s:.1f} tok/s, prefill {c.prefill_tok_s:.0f} tok/s "
                   f"({plan.request.prompt_tokens}-token prompt), TTFT {c.ttft_s * 1e3:.0f} ms")
     if c.n_gpu_layers is not None:

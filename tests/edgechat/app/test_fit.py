@@ -28,8 +28,8 @@ def default_shape():
     from edgechat.app.targeting import spec_from_gguf
     from edgechat.core.sources import default_model_path
 
-    path = default_model_path()
-    return spec_from_gguf(path)[0], path.stat().st_size
+    spec, types, quant = spec_from_gguf(default_model_path())
+    return spec, memory.weight_bytes(spec, quant, types)  # the tensors' bytes, as the planner counts them
 
 
 def test_too_large_for_the_budget_is_refused_with_the_figures(tiny_target, default_shape):
