@@ -63,8 +63,8 @@ RANGES = {"prune.ffn": (0, 1, True), "prune.hidden": (0, 1, True), "prune.target
           "distill.temperature": (0, None, False),
           **{f"distill.{k}": (1, None, True) for k in ("steps", "micro_batch", "grad_accum", "seq_len",
                                                         "checkpoint_every", "max_dialogues")}}
-CHOICES = {"prune.strategy": ("width", "depth", "mixed"), "distill.device": ("cpu", "cuda"),
-           "export.formats": ("gguf", "pte", "hf")}
+# (the distillation device and the export formats are checked where they are used, with the registry's names)
+CHOICES = {"prune.strategy": ("width", "depth", "mixed")}
 
 
 def _type_ok(value, annotation: str) -> bool:
