@@ -1,0 +1,270 @@
+"""`edgechat serve` measured against the Chat API in-process, on the same Q4_K_M GGUF of the embedded SmolLM2
+(loopback only; the server is a subprocess, stopped at the end).
+
+overhead  interleaved rounds (order rotated per round): the same greedy request of --tokens tokens through the
+          server (the official openai client, streaming) and through Chat.send(stream=True) in this process,
+          with the same threads, n_ctx and cache reuse (both sides keep the previous round's ids, as the server's
+          Chat does between requests). One external stopwatch for both: TTFT = request to first text piece,
+          decode tok/s = (completion tokens - 1) / (last piece - first piece). Goal: decode within 3%, TTFT
+          within 10 ms; the figures are medians of per-round ratios and differences.
+load      --clients concurrent clients (threads, one openai client each) send --requests requests in all,
+          every other one streamed, over a few prompts: each reply must equal Chat.send's greedy reply to that
+          prompt; p50/p95 latency; the server's VmRSS after a warm-up and after all requests.
+
+    .venv/bin/python benchmarks/bench_serve.py [--gguf-dir DIR] [--rounds 9] [--tokens 128] [--clients 8] [--requests 200]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (PYTHON, ROOT, THREADS, Bench, artifact, cached_convert, cpu_busy_cores, md_table, median,  # noqa: E402
+                    rotate, summary)
+
+N_CTX = 2048
+PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbow.", "How many legs has a spider?",
+             "What do bees make?", "Give me a word that rhymes with cat.", "What is 12 plus 30?",
+             "Why is the sky blue?", "Say hello in Spanish."]
+
+
+def start_server(path: Path) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([PYTHON, "-m", "edgechat.cli", "serve", str(path), "--port", "0", "--threads",
+                             str(THREADS), "--n-ctx", str(N_CTX)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    m = re.search(r"on http://127\.0\.0\.1:(\d+)/v1", line)
+    if not m:
+        proc.kill()
+        raise SystemExit(f"serve did not start: {line}{proc.stderr.read()}")
+    return proc, int(m.group(1))
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def proc_mib(pid: int) -> dict:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            out[line.split(":")[0]] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
+def client_for(port: int):
+    import openai
+
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
+
+
+# -- overhead -----------------------------------------------------------------------------------------
+def timed(pieces, completion_tokens) -> dict:
+    """pieces: an iterator of text pieces; the request was sent at the time of the call."""
+    t0 = time.perf_counter()
+    marks, text = [], []
+    for p in pieces:
+        if p:
+            marks.append(time.perf_counter())
+            text.append(p)
+    n = completion_tokens()
+    decode = (n - 1) / (marks[-1] - marks[0]) if len(marks) > 1 and marks[-1] > marks[0] else None
+    return {"ttft_s": marks[0] - t0, "decode_tok_s": decode, "tokens": n, "text": "".join(text)}
+
+
+def via_server(client, model: str, text: str, n: int) -> dict:
+    last = {}
+
+    def pieces():
+        stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
+                                                max_tokens=n, temperature=0, stream=True)
+        for ch in stream:
+            if ch.usage:
+                last["usage"], last["edgechat"] = ch.usage, (ch.model_extra or {}).get("edgechat")
+            if ch.choices and ch.choices[0].delta.content:
+                yield ch.choices[0].delta.content
+
+    r = timed(pieces(), lambda: last["usage"].completion_tokens)
+    r["own"] = {k: last["edgechat"][k] for k in ("ttft_s", "decode_tok_s", "cached_tokens")}
+    return r
+
+
+def in_process(chat, text: str, n: int) -> dict:
+    chat.messages = []  # stateless, as a server request is; the cache of the previous request stays
+    r = timed(chat.send(text, stream=True, max_tokens=n, temperature=0), lambda: chat.last_reply.stats.completion_tokens)
+    s = chat.last_reply.stats
+    r["own"] = {"ttft_s": s.ttft_s, "decode_tok_s": s.decode_tok_s, "cached_tokens": s.cached_tokens}
+    return r
+
+
+def overhead(path: Path, port: int, rounds: int, n: int) -> tuple[dict, str]:
+    import edgechat
+
+    chat = edgechat.load(path, n_ctx=N_CTX, threads=THREADS)
+    client = client_for(port)
+    sides = {"serve": lambda t: via_server(client, path.name, t, n), "chat": lambda t: in_process(chat, t, n)}
+    for side in sides.values():  # warm-up: page the weights in, allocate the compute buffers
+        side(PROMPT)
+    runs = {k: [] for k in sides}
+    busy = []
+    for r in range(rounds):
+        busy.append(cpu_busy_cores(0.5))
+        for name in rotate(list(sides), r):
+            runs[name].append(sides[name](f"{PROMPT} (Draft {r + 1}.)"))  # a new tail each round, same for both
+        print(f"[overhead] round {r + 1}/{rounds}: " + ", ".join(
+            f"{k} {v[-1]['decode_tok_s']:.1f} tok/s ttft {1e3 * v[-1]['ttft_s']:.0f} ms" for k, v in runs.items()),
+            file=sys.stderr)
+    same = all(a["text"] == b["text"] for a, b in zip(runs["serve"], runs["chat"]))
+    dec_ratio = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(runs["serve"], runs["chat"])]
+    ttft_diff = [1e3 * (a["ttft_s"] - b["ttft_s"]) for a, b in zip(runs["serve"], runs["chat"])]
+    res = {"rounds": rounds, "tokens": n, "n_ctx": N_CTX, "threads": THREADS, "same_text": same,
+           "busy_cores_other": busy, "decode_ratio": summary(dec_ratio), "ttft_diff_ms": summary(ttft_diff),
+           **{k: {"decode_tok_s": summary([x["decode_tok_s"] for x in v]),
+                  "ttft_ms": summary([1e3 * x["ttft_s"] for x in v]),
+                  "own_decode_tok_s": summary([x["own"]["decode_tok_s"] for x in v]),
+                  "own_ttft_ms": summary([1e3 * x["own"]["ttft_s"] for x in v]),
+                  "tokens": [x["tokens"] for x in v], "cached_tokens": [x["own"]["cached_tokens"] for x in v]}
+              for k, v in runs.items()}}
+    rows = [[k, median([x["decode_tok_s"] for x in v]), median([1e3 * x["ttft_s"] for x in v]),
+             median([x["own"]["decode_tok_s"] for x in v]), median([1e3 * x["own"]["ttft_s"] for x in v]),
+             median([x["tokens"] for x in v])] for k, v in runs.items()]
+    md = ("## Server overhead (streaming, interleaved)\n\n"
+          + md_table(["side", "decode tok/s", "TTFT ms", "engine's own decode tok/s", "engine's own TTFT ms",
+                      "tokens"], rows)
+          + f"\n\nserve / Chat decode tok/s, median of {rounds} per-round ratios: **{res['decode_ratio']['median']:.3f}** "
+          f"(range {res['decode_ratio']['min']:.3f}-{res['decode_ratio']['max']:.3f}; goal >= 0.97). "
+          f"TTFT serve - Chat, median of per-round differences: **{res['ttft_diff_ms']['median']:.1f} ms** "
+          f"(range {res['ttft_diff_ms']['min']:.1f} to {res['ttft_diff_ms']['max']:.1f}; goal <= 10 ms). "
+          f"Same text on both sides every round: {same}. Cores kept busy by other processes before each round: "
+          f"{busy}.\n")
+    return res, md
+
+
+# -- load ---------------------------------------------------------------------------------------------
+def load_test(path: Path, port: int, pid: int, clients: int, requests: int, n: int) -> tuple[dict, str]:
+    import edgechat
+
+    chat = edgechat.load(path, n_ctx=N_CTX, threads=THREADS)
+    want = {}
+    for q in QUESTIONS:  # the reference: Chat.send, greedy, each question alone
+        chat.reset()
+        want[q] = chat.send(q, max_tokens=n, temperature=0).text
+    chat.engine.close()
+    del chat
+    client = client_for(port)
+    for q in QUESTIONS:  # warm-up: every prompt once, so the "before" RSS holds the buffers a request needs
+        client.chat.completions.create(model=path.name, messages=[{"role": "user", "content": q}], max_tokens=n,
+                                       temperature=0)
+    before = proc_mib(pid)
+    lock, counter, results = threading.Lock(), [0], []
+
+    def one(c, i: int) -> dict:
+        q, stream = QUESTIONS[i % len(QUESTIONS)], i % 2 == 0
+        t0 = time.perf_counter()
+        kw = dict(model=path.name, messages=[{"role": "user", "content": q}], max_tokens=n, temperature=0)
+        try:
+            if stream:
+                parts, ttft, finish = [], None, None
+                for ch in c.chat.completions.create(stream=True, **kw):
+                    if ch.choices and ch.choices[0].delta.content:
+                        ttft = ttft or time.perf_counter() - t0
+                        parts.append(ch.choices[0].delta.content)
+                    if ch.choices and ch.choices[0].finish_reason:
+                        finish = ch.choices[0].finish_reason
+                text = "".join(parts)
+            else:
+                r = c.chat.completions.create(**kw)
+                text, ttft, finish = r.choices[0].message.content, None, r.choices[0].finish_reason
+            err = None
+        except Exception as e:  # counted as a wrong answer, with its message
+            text, ttft, finish, err = "", None, None, f"{type(e).__name__}: {e}"
+        return {"i": i, "stream": stream, "question": q, "ok": err is None and text == want[q] and bool(finish),
+                "latency_s": time.perf_counter() - t0, "ttft_s": ttft, "finish": finish, "error": err,
+                "text": text if text != want[q] else None}
+
+    def worker():
+        c = client_for(port)
+        while True:
+            with lock:
+                if counter[0] >= requests:  # bounded: exactly `requests` in all
+                    return
+                i = counter[0]
+                counter[0] += 1
+            r = one(c, i)
+            with lock:
+                results.append(r)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    after = proc_mib(pid)
+    ok = sum(r["ok"] for r in results)
+    lat = [r["latency_s"] for r in results]
+    pct = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(round(p * (len(xs) - 1))))] if xs else None  # noqa: E731
+    by = {k: [r["latency_s"] for r in results if r["stream"] == s] for k, s in (("streamed", True), ("whole", False))}
+    ttfts = [r["ttft_s"] for r in results if r["ttft_s"] is not None]
+    res = {"clients": clients, "requests": len(results), "answered_correctly": ok, "max_tokens": n,
+           "wall_s": round(wall, 2), "requests_per_s": len(results) / wall,
+           "latency_s": {"p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "max": max(lat)},
+           **{f"latency_{k}_s": {"n": len(v), "p50": pct(v, 0.5), "p95": pct(v, 0.95)} for k, v in by.items()},
+           "ttft_streamed_s": {"p50": pct(ttfts, 0.5), "p95": pct(ttfts, 0.95)},
+           "server_rss_mib_before": before, "server_rss_mib_after": after,
+           "rss_growth_mib": after["VmRSS"] - before["VmRSS"],
+           "wrong": [r for r in results if not r["ok"]][:10]}
+    md = (f"## Load: {clients} concurrent clients, {len(results)} requests (every other one streamed, "
+          f"{len(QUESTIONS)} questions, greedy, max_tokens {n})\n\n"
+          + md_table(["requests", "correct", "p50 latency s", "p95 latency s", "p50 streamed TTFT s", "req/s",
+                      "server VmRSS before MiB", "after MiB", "growth MiB", "VmHWM after MiB"],
+                     [[len(results), ok, res["latency_s"]["p50"], res["latency_s"]["p95"], res["ttft_streamed_s"]["p50"],
+                       res["requests_per_s"], before["VmRSS"], after["VmRSS"], res["rss_growth_mib"],
+                       after["VmHWM"]]])
+          + "\n\nCorrect: the reply equals Chat.send's greedy reply to the same question in this process, and has a "
+          "finish reason. One model serves its requests one at a time, so the latency is mostly queueing: with "
+          f"{clients} clients a request waits for up to {clients - 1} others.\n")
+    return res, md
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--load-tokens", type=int, default=16)
+    ap.add_argument("--skip", choices=["overhead", "load"])
+    ap.add_argument("--gguf-dir", help="an edgechat output directory with a q4_k_m GGUF of the embedded SmolLM2 "
+                    "(default: converted into benchmarks/.cache)")
+    args = ap.parse_args()
+    bench = Bench("bench_serve")
+    path = artifact(Path(args.gguf_dir) if args.gguf_dir else cached_convert(["q8_0", "q4_k_m"]), "q4_k_m")
+    proc, port = start_server(path)
+    out, md = {"artifact": path.name}, ""
+    try:
+        if args.skip != "overhead":
+            r, m = overhead(path, port, args.rounds, args.tokens)
+            out["overhead"], md = r, md + m + "\n"
+            out["loadavg_after_overhead"] = __import__("os").getloadavg()
+        if args.skip != "load":
+            r, m = load_test(path, port, proc.pid, args.clients, args.requests, args.load_tokens)
+            out["load"], md = r, md + m
+    finally:
+        out["server_exit_code"] = stop_server(proc)
+    bench.write(out, md + f"\nThe server stopped at the end (exit code {out['server_exit_code']}).\n")
+
+
+if __name__ == "__main__":
+    main()
