@@ -69,7 +69,8 @@ def gguf_type(quant: str, t: Tensor, spec: ModelSpec) -> str:
     if is_head:
         return "Q8_0" if t.cols % 256 else ("Q6_K" if base != "Q8_0" else "Q8_0")
     typ = base
-    if quant in ("q4_k_m", "q5_k_m") and t.kind in ("attn_v", "ffn_down") and use_more_bits(t.layer, spec.num_layers):
+    # (llama.cpp counts Phi-3's fused attn_qkv as an attn_v)
+    if quant in ("q4_k_m", "q5_k_m") and t.kind in ("attn_v", "attn_qkv", "ffn_down") and use_more_bits(t.layer, spec.num_layers):
         typ = "Q6_K"
     return fit_row(typ, t.cols)
 

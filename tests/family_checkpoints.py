@@ -55,8 +55,15 @@ TOKENIZERS = {
     "smollm3": (["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", CHATML_TEMPLATE),
     "phi3": (["<unk>", "<s>", "</s>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"], None, "<|end|>",
              PHI3_TEMPLATE),
-    "gemma3": (["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<end_of_turn>", GEMMA3_TEMPLATE),
+    # <unk> and <mask> at Gemma's own ids (transformers' GemmaTokenizer adds them when a vocabulary lacks them)
+    "gemma3": (["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<end_of_turn>",
+               GEMMA3_TEMPLATE),
 }
+# Phi-3's special tokens swallow the whitespace after them (its tokenizer.json's rstrip), and llama.cpp applies
+# the same rule to every GGUF whose general.name says phi-3/phi3 (llama-vocab.cpp), so both sides agree
+RSTRIP = {"phi3": ("<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "</s>")}
+# Phi-4-mini's tokenizer_config names its BPE class (llama.cpp's converter reads a SentencePiece model otherwise)
+TOKENIZER_CLASS = {"phi3": "GPT2Tokenizer"}
 
 
 def write_tokenizer(path: Path, family: str, vocab_size: int = 320) -> dict:
@@ -72,8 +79,14 @@ def write_tokenizer(path: Path, family: str, vocab_size: int = 320) -> dict:
     tok.train_from_iterator(TEXT, trainer)
     path.mkdir(parents=True, exist_ok=True)
     tok.save(str(path / "tokenizer.json"))
+    if family in RSTRIP:
+        doc = json.loads((path / "tokenizer.json").read_text())
+        for t in doc["added_tokens"]:
+            t["rstrip"] = t["content"] in RSTRIP[family]
+        (path / "tokenizer.json").write_text(json.dumps(doc))
+    extra = {"tokenizer_class": TOKENIZER_CLASS[family]} if family in TOKENIZER_CLASS else {}
     (path / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": bos, "eos_token": eos, "add_bos_token": False, "chat_template": template}))
+        {"bos_token": bos, "eos_token": eos, "add_bos_token": False, "chat_template": template, **extra}))
     return {"vocab_size": tok.get_vocab_size(), "bos_token_id": tok.token_to_id(bos) if bos else None,
             "eos_token_id": tok.token_to_id(eos)}
 
@@ -107,6 +120,8 @@ def hf_model(name: str, ids: dict):
                 "original_max_position_embeddings": ORIGINAL_CONTEXT}
         return tf.Phi3ForCausalLM(tf.Phi3Config(num_hidden_layers=2, rope_parameters=rope,
                                                 original_max_position_embeddings=ORIGINAL_CONTEXT, **c))
+    if name == "phi3_wide":  # rows of 256, so llama.cpp's K-quants apply (and its per-tensor type rules show)
+        return tf.Phi3ForCausalLM(tf.Phi3Config(num_hidden_layers=4, **{**c, "hidden_size": 256, "intermediate_size": 512}))
     if name == "gemma3":
         cfg = tf.Gemma3TextConfig(
             num_hidden_layers=3, head_dim=16, query_pre_attn_scalar=16, sliding_window=WINDOW,
