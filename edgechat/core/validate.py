@@ -9,6 +9,7 @@ import math
 from edgechat.core.errors import EdgechatError
 
 MAX_SIZE = 1 << 31  # any dimension past this is a corrupt file, not a model
+MAX_CONTEXT = 1 << 24  # 16M tokens, past any real model; llama.cpp took 38 s to open a file claiming 2e9 (fuzzing)
 # config.json keys every family reads: (key, required)
 HF_SIZES = (("vocab_size", True), ("hidden_size", True), ("intermediate_size", True), ("num_hidden_layers", True),
             ("num_attention_heads", True), ("num_key_value_heads", False), ("head_dim", False),
@@ -53,6 +54,9 @@ def check_hf_config(raw, where: str) -> None:
             raise EdgechatError(f"{where}: config.json is missing the key {key!r}")
         if not _positive_int(v):
             raise EdgechatError(f"{where}: {key} must be a positive integer below 2**31, got {v!r:.80}")
+    if (raw.get("max_position_embeddings") or 0) > MAX_CONTEXT:
+        raise EdgechatError(f"{where}: max_position_embeddings {raw['max_position_embeddings']} is beyond any model's "
+                            f"context (at most {MAX_CONTEXT})")
     for key in HF_FLOATS:
         if raw.get(key) is not None and not _positive_float(raw[key]):
             raise EdgechatError(f"{where}: {key} must be a positive number, got {raw[key]!r:.80}")
@@ -90,6 +94,8 @@ def check_gguf_meta(header) -> None:
             ok = _positive_float(v) if vtype.startswith("float") else _positive_int(v)
             if not ok:
                 raise EdgechatError(f"GGUF metadata {key} must be a positive {vtype}, got {v!r:.80}")
+            if attr == "max_seq_len" and v > MAX_CONTEXT:
+                raise EdgechatError(f"GGUF metadata {key} {v} is beyond any model's context (at most {MAX_CONTEXT})")
             got.setdefault(attr, v)
         if "hidden_size" in got and "num_heads" in got:
             check_shape(f"GGUF {arch}", got["hidden_size"], got["num_heads"], got.get("num_kv_heads") or got["num_heads"],

@@ -171,6 +171,14 @@ def test_gguf_zero_heads(stories_f32_gguf, tmp_path):
                       f"{bad} is corrupt: GGUF metadata llama.attention.head_count must be a positive uint32, got 0")
 
 
+def test_gguf_absurd_context_length(stories_f32_gguf, tmp_path):
+    """Found by the fuzz campaign: llama.cpp spent 38 s opening this file, with n_ctx 64."""
+    bad = gguf_with(stories_f32_gguf, tmp_path / "ctx.gguf", None, gguf_value_at(stories_f32_gguf,
+                    "llama.context_length"), "<I", 1995459017)
+    assert_user_error(run_cli("chat", str(bad), "--prompt", "hi"), f"{bad} is corrupt: GGUF metadata llama.context_length "
+                      "1995459017 is beyond any model's context (at most 16777216)")
+
+
 def safetensors_with(src, edit):
     import struct
 
