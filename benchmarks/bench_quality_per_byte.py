@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_convert_time import llama_cpp_script  # noqa: E402
-from bench_quality import N_CTX, default_reference, eval_datasets  # noqa: E402
+from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
 from common import CACHE, EDGECHAT, PYTHON, RESULTS, Bench, library_hash, loadavg, md_table, median, rotate  # noqa: E402
 
 THREADS = 1  # on this shared 2-core machine a second torch/ggml thread waits on a busy core (measured 15x slower)
@@ -116,6 +116,8 @@ def main():
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved decode rounds")
     ap.add_argument("--tokens", type=int, default=64, help="tokens decoded per round")
+    ap.add_argument("--convert-dir", type=Path, help="reuse this edgechat output directory (made by an earlier run)")
+    ap.add_argument("--skip", action="append", default=[], help="leave out this artifact label (repeatable)")
     args = ap.parse_args()
     bench = Bench("bench_quality_per_byte")
     from edgechat.app.evaluate import evaluate
@@ -127,11 +129,17 @@ def main():
     q4km, q40 = size_report(theirs["llama.cpp Q4_K_M"]), size_report(theirs["llama.cpp Q4_0"])
     budgets = [{"bpw": 4.6}, {"bpw": 5.0}, {"bpw": q4km["bpw"]},
                {"size_mib": round(q40["file_bytes"] / 2**20, 2)}, {"size_mib": round(q4km["file_bytes"] / 2**20, 2)}]
-    ours, manifest = edgechat_files(CACHE / f"qpb-edgechat-{library_hash()}", budgets)
+    ours, manifest = edgechat_files(args.convert_dir or CACHE / f"qpb-edgechat-{library_hash()}", budgets)
     convert_s = time.perf_counter() - t
-    files = {**theirs, **ours}
+    files = {k: v for k, v in {**theirs, **ours}.items() if k not in args.skip}
     datasets = eval_datasets(args.dialogues)
-    model, ref = default_reference("edgechat-bench-qpb-")
+    import tempfile
+
+    from edgechat.core.sources import load_model
+    from runtimes.torch_engine import TorchEngine
+
+    model = load_model(None)  # the fp32 reference, its logits cached once for every artifact, on THREADS too
+    ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), Path(tempfile.mkdtemp(prefix="edgechat-bench-qpb-")))
     quality = {}
     try:
         for dname, data in datasets.items():
