@@ -62,6 +62,14 @@ def proc_mib(pid: int) -> dict:
     return out
 
 
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (/proc/PID/stat fields 14 and 15)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def client_for(port: int):
     import openai
 
@@ -107,12 +115,24 @@ def in_process(chat, text: str, n: int) -> dict:
     return r
 
 
-def overhead(path: Path, port: int, rounds: int, n: int) -> tuple[dict, str]:
+def with_cpu(fn, pid: int | None):
+    """fn's result with the CPU seconds it cost: this process's (the client, or the in-process engine) plus the
+    server's. CPU time is far less sensitive than wall time to other processes sharing the cores."""
+    def run(text):
+        c0, s0 = time.process_time(), proc_cpu_s(pid) if pid else 0.0
+        r = fn(text)
+        r["cpu_s"] = time.process_time() - c0 + ((proc_cpu_s(pid) - s0) if pid else 0.0)
+        return r
+    return run
+
+
+def overhead(path: Path, port: int, pid: int, rounds: int, n: int) -> tuple[dict, str]:
     import edgechat
 
     chat = edgechat.load(path, n_ctx=N_CTX, threads=THREADS)
     client = client_for(port)
-    sides = {"serve": lambda t: via_server(client, path.name, t, n), "chat": lambda t: in_process(chat, t, n)}
+    sides = {"serve": with_cpu(lambda t: via_server(client, path.name, t, n), pid),
+             "chat": with_cpu(lambda t: in_process(chat, t, n), None)}
     for side in sides.values():  # warm-up: page the weights in, allocate the compute buffers
         side(PROMPT)
     runs = {k: [] for k in sides}
@@ -127,25 +147,31 @@ def overhead(path: Path, port: int, rounds: int, n: int) -> tuple[dict, str]:
     same = all(a["text"] == b["text"] for a, b in zip(runs["serve"], runs["chat"]))
     dec_ratio = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(runs["serve"], runs["chat"])]
     ttft_diff = [1e3 * (a["ttft_s"] - b["ttft_s"]) for a, b in zip(runs["serve"], runs["chat"])]
+    cpu_ratio = [(a["cpu_s"] / a["tokens"]) / (b["cpu_s"] / b["tokens"]) for a, b in zip(runs["serve"], runs["chat"])]
     res = {"rounds": rounds, "tokens": n, "n_ctx": N_CTX, "threads": THREADS, "same_text": same,
            "busy_cores_other": busy, "decode_ratio": summary(dec_ratio), "ttft_diff_ms": summary(ttft_diff),
+           "cpu_per_token_ratio": summary(cpu_ratio),
            **{k: {"decode_tok_s": summary([x["decode_tok_s"] for x in v]),
                   "ttft_ms": summary([1e3 * x["ttft_s"] for x in v]),
                   "own_decode_tok_s": summary([x["own"]["decode_tok_s"] for x in v]),
                   "own_ttft_ms": summary([1e3 * x["own"]["ttft_s"] for x in v]),
+                  "cpu_ms_per_token": summary([1e3 * x["cpu_s"] / x["tokens"] for x in v]),
                   "tokens": [x["tokens"] for x in v], "cached_tokens": [x["own"]["cached_tokens"] for x in v]}
               for k, v in runs.items()}}
     rows = [[k, median([x["decode_tok_s"] for x in v]), median([1e3 * x["ttft_s"] for x in v]),
              median([x["own"]["decode_tok_s"] for x in v]), median([1e3 * x["own"]["ttft_s"] for x in v]),
-             median([x["tokens"] for x in v])] for k, v in runs.items()]
+             median([1e3 * x["cpu_s"] / x["tokens"] for x in v]), median([x["tokens"] for x in v])]
+            for k, v in runs.items()]
     md = ("## Server overhead (streaming, interleaved)\n\n"
           + md_table(["side", "decode tok/s", "TTFT ms", "engine's own decode tok/s", "engine's own TTFT ms",
-                      "tokens"], rows)
+                      "CPU ms/token (server + client)", "tokens"], rows)
           + f"\n\nserve / Chat decode tok/s, median of {rounds} per-round ratios: **{res['decode_ratio']['median']:.3f}** "
           f"(range {res['decode_ratio']['min']:.3f}-{res['decode_ratio']['max']:.3f}; goal >= 0.97). "
           f"TTFT serve - Chat, median of per-round differences: **{res['ttft_diff_ms']['median']:.1f} ms** "
           f"(range {res['ttft_diff_ms']['min']:.1f} to {res['ttft_diff_ms']['max']:.1f}; goal <= 10 ms). "
-          f"Same text on both sides every round: {same}. Cores kept busy by other processes before each round: "
+          f"CPU time per token, serve (server + client) / Chat, median of per-round ratios: "
+          f"**{res['cpu_per_token_ratio']['median']:.3f}** (range {res['cpu_per_token_ratio']['min']:.3f}-"
+          f"{res['cpu_per_token_ratio']['max']:.3f}). Same text on both sides every round: {same}. Cores kept busy by other processes before each round: "
           f"{busy}.\n")
     return res, md
 
@@ -245,17 +271,18 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--load-tokens", type=int, default=16)
-    ap.add_argument("--skip", choices=["overhead", "load"])
+    ap.add_argument("--skip", choices=["overhead", "load"], help="run one part only (results: bench_serve_load or "
+                    "bench_serve_overhead instead of bench_serve)")
     ap.add_argument("--gguf-dir", help="an edgechat output directory with a q4_k_m GGUF of the embedded SmolLM2 "
                     "(default: converted into benchmarks/.cache)")
     args = ap.parse_args()
-    bench = Bench("bench_serve")
+    bench = Bench({None: "bench_serve", "load": "bench_serve_overhead", "overhead": "bench_serve_load"}[args.skip])
     path = artifact(Path(args.gguf_dir) if args.gguf_dir else cached_convert(["q8_0", "q4_k_m"]), "q4_k_m")
     proc, port = start_server(path)
     out, md = {"artifact": path.name}, ""
     try:
         if args.skip != "overhead":
-            r, m = overhead(path, port, args.rounds, args.tokens)
+            r, m = overhead(path, port, proc.pid, args.rounds, args.tokens)
             out["overhead"], md = r, md + m + "\n"
             out["loadavg_after_overhead"] = __import__("os").getloadavg()
         if args.skip != "load":
