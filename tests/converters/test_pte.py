@@ -104,7 +104,13 @@ def test_smollm2_8da4w_answers_paris(smol_8da4w):
     assert {"tokenizer.json", "chat_template.jinja"} <= set(manifest["files"])
     chat = edgechat.load(smol_8da4w, system=PARIS_SYSTEM, max_tokens=32)
     reply = chat.send(QUESTION)
-    assert "Paris" in reply.text and reply.stats.stop_reason == "eos"
+    # Whether the 4-bit program then ends its turn within 32 tokens depends on the CPU's XNNPACK kernels (it
+    # does on AVX2, and runs on past "Paris, located in ..." on an AVX-512 EPYC, as the code before the
+    # restructuring did too); that the turn's end marker stops generation is checked exactly below and by
+    # the scripted replies in tests/runtimes/test_pte_engine.py.
+    assert "Paris" in reply.text
+    im_end = chat.engine.tokenize("<|im_end|>", add_bos=False)
+    assert len(im_end) == 1 and im_end[0] in chat.engine.eog_ids
 
 
 def test_one_conversation_same_prompt_ids_on_gguf_pte_and_torch(smol_8da4w, smollm_model):
