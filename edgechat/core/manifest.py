@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 import json
 import platform
-from importlib import metadata
 from pathlib import Path
 
 from edgechat.core.errors import EdgechatError
@@ -15,6 +14,8 @@ TOOLS = ("edgechat", "torch", "gguf", "llama_cpp_python", "executorch", "torchao
 
 
 def tool_versions() -> dict:
+    from importlib import metadata  # 40 ms to import: only when a manifest is written
+
     out = {"python": platform.python_version()}
     for name in TOOLS:
         try:
