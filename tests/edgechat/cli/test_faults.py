@@ -16,9 +16,15 @@ import pytest
 from tests.conftest import PARIS_SYSTEM, ROOT, run_cli
 
 
+def foreground() -> None:
+    """Ctrl-C reaches the child as it reaches a command run in a terminal: a suite started as a background job
+    (`make test &`, or a CI runner) hands its children SIGINT ignored, and Python keeps that disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "edgechat.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, **kwargs)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=foreground, **kwargs)
 
 
 def wait_for(predicate, proc, timeout=300.0):
@@ -140,7 +146,7 @@ def test_ctrl_c_during_a_reply_keeps_the_session():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "edgechat.cli", "chat", "--system", PARIS_SYSTEM,
                              "--max-tokens", "2000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=ROOT, env=env)
+                            stderr=subprocess.PIPE, cwd=ROOT, env=env, preexec_fn=foreground)
     proc.stdin.write(b"Write a very long story about a dragon, with many chapters.\n")
     proc.stdin.flush()
     seen, end = b"", time.monotonic() + 120
