@@ -1,6 +1,7 @@
 """Structured pruning, uniform across layers so the result is still a standard config of its family:
-depth (whole decoder blocks) and width (MLP channels, attention heads as whole KV groups, hidden size),
-ranked by activation importance on calibration text, as in NVIDIA's Minitron recipe."""
+depth (whole decoder blocks) and width (MLP channels, attention heads as whole KV groups, hidden size).
+Widths are ranked by activation importance on calibration text, as in NVIDIA's Minitron recipe; blocks are
+removed by measured loss: iteratively, the block whose removal raises the calibration loss least."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,9 @@ from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model, build_module
 
 ALIGN = 32  # pruned widths stay multiples of 32: GGUF Q8_0/Q4_0 blocks and 8da4w groups need it
+# calibration sequences the layer-removal loss is measured on: dropping k of L blocks runs about k x L
+# forward passes over them, so a few suffice (the order is what matters, and it is stable on 8 dialogues)
+LOSS_SEQS = 8
 
 
 @dataclass
@@ -21,6 +25,7 @@ class Importance:
     ffn: list[torch.Tensor]  # per layer [intermediate]: mean square of the down_proj input
     groups: list[torch.Tensor]  # per layer [num_kv_heads]: norm of the heads' attention output, per KV group
     hidden: torch.Tensor  # [hidden]: mean |x| of every RMSNorm output
+    calib: list[list[int]] | None = None  # sequences for the layer-removal loss (None: block influence decides)
 
 
 @dataclass
@@ -81,7 +86,45 @@ def measure_importance(model: Model, sequences: list[list[int]], on_sequence=Non
         raise EdgechatError("no calibration tokens to measure importance on")
     groups = [h.view(cfg.num_kv_heads, cfg.n_rep).sum(-1) / tokens for h in heads]
     return Importance(layers=[s / tokens for s in layer_sum], ffn=[f / tokens for f in ffn], groups=groups,
-                      hidden=hidden / tokens)
+                      hidden=hidden / tokens, calib=[list(s) for s in sequences[:LOSS_SEQS]])
+
+
+@torch.inference_mode()
+def calibration_loss(module, sequences: list[list[int]]) -> float:
+    """Mean next-token cross-entropy over every token of the sequences."""
+    total, n = 0.0, 0
+    for ids in sequences:
+        t = torch.tensor([ids])
+        logits = module(t)[0, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits, t[0, 1:], reduction="sum"))
+        n += len(ids) - 1
+    if n == 0:
+        raise EdgechatError("no calibration tokens to measure the layer-removal loss on")
+    return total / n
+
+
+def layers_by_loss(model: Model, sequences: list[list[int]], n_drop: int, on_trial=None) -> list[dict]:
+    """Remove n_drop blocks one at a time: each round measures the calibration loss of the model without each
+    remaining block and removes the one whose removal raises it least, then measures again with that block
+    gone (a block's cost depends on which others are left). Returns [{"layer", "loss_without"}] in order."""
+    layers = model.module.model.layers
+    keep, removed, trials = list(range(len(layers))), [], 0
+    try:
+        for _ in range(n_drop):
+            best = None
+            for i in keep:
+                model.module.model.layers = torch.nn.ModuleList(layers[j] for j in keep if j != i)
+                loss = calibration_loss(model.module, sequences)
+                trials += 1
+                if on_trial:
+                    on_trial(trials)
+                if best is None or loss < best[1]:
+                    best = (i, loss)
+            keep.remove(best[0])
+            removed.append({"layer": best[0], "loss_without": round(best[1], 6)})
+    finally:
+        model.module.model.layers = layers
+    return removed
 
 
 def aligned(keep: int, full: int, step: int = ALIGN) -> int:
@@ -172,7 +215,12 @@ def prune(model: Model, plan: PrunePlan, imp: Importance) -> Model:
     """Apply the plan; every layer keeps the same widths, so the config stays standard."""
     cfg = model.config
     sd = {k: v.clone() for k, v in model.state_dict().items()}
-    keep_layers = sorted(sorted(range(cfg.num_layers), key=lambda i: -imp.layers[i])[:cfg.num_layers - plan.drop_layers])
+    if plan.drop_layers and imp.calib:
+        removal = layers_by_loss(model, imp.calib, plan.drop_layers)
+        plan.chosen.update(layer_removal=removal, calib_loss_full=round(calibration_loss(model.module, imp.calib), 6))
+        keep_layers = sorted(set(range(cfg.num_layers)) - {r["layer"] for r in removal})
+    else:  # no calibration sequences kept: the least influential blocks (1 - cos of their input and output)
+        keep_layers = sorted(sorted(range(cfg.num_layers), key=lambda i: -imp.layers[i])[:cfg.num_layers - plan.drop_layers])
     hd = cfg.head_dim
     for i in range(cfg.num_layers):
         p = f"model.layers.{i}."

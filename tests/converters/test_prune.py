@@ -70,12 +70,53 @@ def test_pruned_qwen2_keeps_biases_and_loads(tiny_qwen2_dir, tmp_path):
     assert np.abs(llama.logits_all(ids) - TorchEngine(student).logits_all(ids)).max() < 1e-4
 
 
-def test_depth_pruning_drops_least_important_blocks(stories_model, stories_importance):
+def hf_loss_without(stories_dir, seqs, drop: set[int]) -> float:
+    """Calibration loss measured directly, by transformers, on the checkpoint with those blocks deleted."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(stories_dir).eval()
+    hf.model.layers = torch.nn.ModuleList(l for i, l in enumerate(hf.model.layers) if i not in drop)
+    for i, layer in enumerate(hf.model.layers):  # transformers indexes its cache by the block's own number
+        layer.self_attn.layer_idx = i
+    hf.config.num_hidden_layers = len(hf.model.layers)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for ids in seqs:
+            t = torch.tensor([ids])
+            total += float(hf(t, labels=t).loss) * (len(ids) - 1)
+            n += len(ids) - 1
+    return total / n
+
+
+def test_depth_pruning_removes_the_block_whose_removal_costs_least(stories_dir, stories_model, stories_importance):
+    seqs = stories_importance.calib
     plan = plan_from_options(stories_model.config, layers=2)
-    prune(stories_model, plan, stories_importance)
-    order = np.argsort(stories_importance.layers)
-    assert sorted(set(range(5)) - set(plan.chosen["kept_layers"])) == sorted(order[:2].tolist())
+    student = prune(stories_model, plan, stories_importance)
+    first, second = plan.chosen["layer_removal"]
+    # round one: of the five models with one block removed, the lowest loss, as transformers measures it
+    without_one = {i: hf_loss_without(stories_dir, seqs, {i}) for i in range(5)}
+    assert first["layer"] == min(without_one, key=without_one.get)
+    assert first["loss_without"] == pytest.approx(without_one[first["layer"]], rel=1e-4)
+    # round two is measured again with that block gone (not the second-cheapest of round one)
+    without_two = {j: hf_loss_without(stories_dir, seqs, {first["layer"], j}) for j in range(5) if j != first["layer"]}
+    assert second["layer"] == min(without_two, key=without_two.get)
+    assert second["loss_without"] == pytest.approx(without_two[second["layer"]], rel=1e-4)
+    assert plan.chosen["kept_layers"] == sorted(set(range(5)) - {first["layer"], second["layer"]})
+    assert plan.chosen["calib_loss_full"] == pytest.approx(hf_loss_without(stories_dir, seqs, set()), rel=1e-4)
+    # the student is that model: its own loss is the one recorded for the last removal
+    from converters.prune import calibration_loss
+    assert calibration_loss(student.module, seqs) == pytest.approx(second["loss_without"], rel=1e-5)
     assert plan.chosen["params_after"] < plan.chosen["params_before"]
+
+
+def test_depth_pruning_without_calibration_falls_back_to_block_influence(stories_model, stories_importance):
+    from dataclasses import replace
+    imp = replace(stories_importance, calib=None)
+    plan = plan_from_options(stories_model.config, layers=2)
+    prune(stories_model, plan, imp)
+    order = np.argsort(imp.layers)
+    assert sorted(set(range(5)) - set(plan.chosen["kept_layers"])) == sorted(order[:2].tolist())
+    assert "layer_removal" not in plan.chosen
 
 
 @pytest.mark.parametrize("strategy", ["width", "depth", "mixed"])
