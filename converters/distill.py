@@ -1,7 +1,10 @@
-"""Logit knowledge distillation: the source model teaches the pruned student on chat-formatted dialogue.
-KL divergence of temperature-softened logits (optionally mixed with cross-entropy and a hidden-state loss),
-AdamW with warm-up and cosine decay, gradient accumulation, a fixed seed, checkpoint/resume, and
-torch.distributed DDP (gloo on CPU, nccl on GPUs) with the same result as one process for the same global batch."""
+"""Logit knowledge distillation: the source model teaches the pruned student on chat-formatted dialogue (the
+teacher's own replies, made by edgechat.app.teacher_data, with the loss on the assistant's tokens only; or
+chit-chat / a data file, every token counted). KL divergence of temperature-softened logits (optionally mixed
+with cross-entropy and a hidden-state loss; chunked over positions, converters.distill_loss), bf16 autocast
+where the CPU or GPU has it, AdamW with warm-up and cosine decay, gradient accumulation, a fixed seed,
+checkpoint/resume, and torch.distributed DDP (gloo on CPU, nccl on GPUs) with the same result as one process
+for the same global batch."""
 from __future__ import annotations
 
 import math
@@ -12,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from converters.distill_loss import chunked_loss, kd_loss, reference_loss  # noqa: F401 (kd_loss: public)
 from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
 
@@ -35,6 +39,13 @@ class DistillConfig:
     checkpoint: str | None = None
     checkpoint_every: int = 50
     device: str = "cpu"  # "cuda" trains on a GPU (one per process under torchrun); the student comes back on the CPU
+    precision: str = "auto"  # fp32 | bf16 | auto: bf16 autocast where the CPU (AVX512-BF16/AMX) or GPU has it
+    loss_chunk: int = 256  # positions per chunk of the fused head + KL; 0: whole-batch logits (the reference)
+    # Teacher-generated data (edgechat.app.teacher_data; converters only train on what it hands over):
+    teacher_data: int = 0  # conversations whose replies the teacher writes; 0: train on `data` / chit-chat
+    prompts: str | None = None  # user turns, one a line (or JSONL); default: chit-chat first turns
+    magpie_share: float = 0.25  # share of prompts the teacher writes itself from the template's user prefix
+    reply_tokens: int = 128  # most tokens per teacher reply
     log: list = field(default_factory=list)
 
 
@@ -44,8 +55,29 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def training_tokens(teacher: Model, cfg: DistillConfig) -> torch.Tensor:
-    """Chat-rendered dialogues (or raw text) packed into [N, seq_len] sequences."""
+@dataclass
+class Packed:
+    """Training sequences [N, seq_len]; mask [N, seq_len] True on the tokens the loss counts (predicting them),
+    None: every token."""
+    tokens: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
+def pack_sequences(seqs: list[list[int]], masks: list[list[bool]] | None, seq_len: int) -> Packed:
+    """Token sequences (and their loss masks) concatenated and cut into [N, seq_len] rows."""
+    stream = [t for s in seqs for t in s]
+    n = len(stream) // seq_len
+    if n == 0:
+        raise EdgechatError(f"the distillation data holds {len(stream)} tokens, fewer than one sequence of {seq_len}")
+    tokens = torch.tensor(stream[: n * seq_len]).view(n, seq_len)
+    if masks is None:
+        return Packed(tokens)
+    flat = [m for ms in masks for m in ms]
+    return Packed(tokens, torch.tensor(flat[: n * seq_len], dtype=torch.bool).view(n, seq_len))
+
+
+def training_tokens(teacher: Model, cfg: DistillConfig) -> Packed:
+    """Chat-rendered dialogues (or raw text) packed into [N, seq_len] sequences, every token counted."""
     from edgechat.core.data import chitchat_dialogues, read_eval_data
 
     fmt = teacher.chat_format()
@@ -57,10 +89,7 @@ def training_tokens(teacher: Model, cfg: DistillConfig) -> torch.Tensor:
         dialogues = data.dialogues if data else chitchat_dialogues(0, cfg.max_dialogues)
         for d in dialogues:
             stream += fmt.ids(d, add_generation_prompt=False)
-    n = len(stream) // cfg.seq_len
-    if n == 0:
-        raise EdgechatError(f"the distillation data holds {len(stream)} tokens, fewer than one sequence of {cfg.seq_len}")
-    return torch.tensor(stream[: n * cfg.seq_len]).view(n, cfg.seq_len)
+    return pack_sequences([stream], None, cfg.seq_len)
 
 
 def lr_at(step: int, cfg: DistillConfig) -> float:
@@ -99,9 +128,49 @@ def train_device(cfg: DistillConfig) -> torch.device:
     return dev
 
 
-def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, on_step=None) -> Model:
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16(root: str = "/") -> bool:
+    """AVX512-BF16 (AMX-BF16 CPUs have it too) or Arm's BF16: where torch's bf16 matmuls beat fp32."""
+    from targets.host import read_cpuinfo
+
+    flags = read_cpuinfo(Path(root))[1]
+    return "avx512_bf16" in flags or "bf16" in flags
+
+
+def train_precision(cfg: DistillConfig, dev: torch.device | None = None) -> str:
+    """The precision the steps run in: fp32 or bf16 (autocast; the weights and optimizer stay fp32)."""
+    if cfg.precision not in PRECISIONS:
+        raise EdgechatError(f"unknown distillation precision {cfg.precision!r}: use {', '.join(PRECISIONS)}")
+    dev = dev or train_device(cfg)
+    if cfg.precision == "fp32":
+        return "fp32"
+    gpu_bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    if cfg.precision == "bf16":
+        if dev.type == "cuda" and not gpu_bf16:
+            raise EdgechatError(f"distillation precision bf16: the GPU {torch.cuda.get_device_name(dev)} has no bf16")
+        return "bf16"
+    return "bf16" if gpu_bf16 or (dev.type == "cpu" and cpu_has_bf16()) else "fp32"
+
+
+def loss_positions(packed_mask: torch.Tensor | None, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which positions' predictions count ([B, T] bool) and their next-token targets (-1: none). With a mask, a
+    position counts when the token after it is one the mask holds (an assistant token); without, every one."""
+    targets = torch.full_like(tokens, -1)
+    targets[:, :-1] = tokens[:, 1:]
+    if packed_mask is None:
+        return torch.ones_like(tokens, dtype=torch.bool), targets
+    sel = torch.zeros_like(packed_mask)
+    sel[:, :-1] = packed_mask[:, 1:]
+    return sel, targets
+
+
+def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, on_step=None,
+            dataset: Packed | None = None) -> Model:
     """Train student.module in place against teacher; returns the student. cfg.log gets (step, loss, kl);
-    on_step(step, loss, kl), if given, is called after every optimizer step (on every rank)."""
+    on_step(step, loss, kl), if given, is called after every optimizer step (on every rank). dataset: the
+    packed sequences and loss mask to train on (teacher-generated conversations); default: training_tokens."""
     if teacher.config.vocab_size != student.config.vocab_size:
         raise EdgechatError(f"teacher and student vocabularies differ ({teacher.config.vocab_size} vs "
                             f"{student.config.vocab_size} tokens): distillation needs the same tokenizer")
@@ -109,8 +178,11 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
         raise EdgechatError("the hidden-state loss needs equal hidden sizes; set beta_hidden = 0 after hidden pruning")
     rank, world = dist_info()
     dev = train_device(cfg)
+    bf16 = train_precision(cfg, dev) == "bf16"
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
     torch.manual_seed(cfg.seed)
-    data = training_tokens(teacher, cfg)
+    packed = dataset or training_tokens(teacher, cfg)
+    data = packed.tokens
     global_batch = cfg.micro_batch * cfg.grad_accum * world
     module = student.module.to(dev).train().requires_grad_(True)
     model = module
@@ -133,21 +205,23 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
         mine = idx[rank * cfg.micro_batch * cfg.grad_accum:(rank + 1) * cfg.micro_batch * cfg.grad_accum]
         loss_sum, kl_sum = torch.zeros((), device=dev), torch.zeros((), device=dev)
         for a in range(cfg.grad_accum):
-            tokens = data[mine[a * cfg.micro_batch:(a + 1) * cfg.micro_batch]].to(dev)
-            with torch.no_grad():
+            rows = mine[a * cfg.micro_batch:(a + 1) * cfg.micro_batch]
+            tokens = data[rows].to(dev)
+            sel, targets = loss_positions(packed.mask[rows].to(dev) if packed.mask is not None else None, tokens)
+            with torch.no_grad(), autocast():
                 t_hidden = teacher.module(tokens, hidden=True)
-                t_logits = teacher.module.lm_head(t_hidden)
             sync = a == cfg.grad_accum - 1 or world == 1
             ctx = model.no_sync() if (world > 1 and not sync) else _null()
-            with ctx:
+            with ctx, autocast():
                 s_hidden = model(tokens, hidden=True)
-                s_logits = module.lm_head(s_hidden)
-                kl = kd_loss(s_logits, t_logits, cfg.temperature)
-                loss = kl
-                if cfg.alpha_ce:
-                    loss = loss + cfg.alpha_ce * F.cross_entropy(s_logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+                args = (s_hidden[sel], t_hidden[sel], module.lm_head, teacher.module.lm_head, targets[sel],
+                        cfg.temperature, cfg.alpha_ce)
+                if cfg.loss_chunk:
+                    loss, kl = chunked_loss(*args, chunk=cfg.loss_chunk, dtype=torch.bfloat16 if bf16 else torch.float32)
+                else:
+                    loss, kl = reference_loss(*args)
                 if cfg.beta_hidden:
-                    loss = loss + cfg.beta_hidden * F.mse_loss(s_hidden, t_hidden)
+                    loss = loss + cfg.beta_hidden * F.mse_loss(s_hidden.float(), t_hidden.float())
                 (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach() / cfg.grad_accum
             kl_sum += kl.detach() / cfg.grad_accum

@@ -1,0 +1,87 @@
+"""The distillation losses over the positions that count: KL divergence of temperature-softened logits, optionally
+mixed with next-token cross-entropy, either on whole-batch logits (the reference) or fused with the final
+projection and computed chunk by chunk over positions, so that the [positions, vocab] logits of teacher and
+student (49,152 wide for SmolLM2) exist one chunk at a time instead of for the whole batch, in fp32."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(s_logits, t_logits, temperature: float) -> torch.Tensor:
+    """Mean over positions of T^2 * KL(teacher || student) of the softened distributions."""
+    t = temperature
+    log_p_t = F.log_softmax(t_logits.float() / t, dim=-1)
+    log_p_s = F.log_softmax(s_logits.float() / t, dim=-1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * t * t
+
+
+def reference_loss(s_hidden, t_hidden, s_head, t_head, targets, temperature: float, alpha_ce: float):
+    """Whole-batch logits (the fp32 trainer): hidden [N, D] at the chosen positions; targets [N], -1 where the
+    next token is unknown (no cross-entropy there). Returns (loss, kl)."""
+    s_logits, t_logits = s_head(s_hidden), t_head(t_hidden)
+    kl = kd_loss(s_logits, t_logits, temperature)
+    loss = kl
+    if alpha_ce:
+        ok = targets >= 0
+        loss = loss + alpha_ce * F.cross_entropy(s_logits[ok].float(), targets[ok])
+    return loss, kl
+
+
+class FusedHeadKD(torch.autograd.Function):
+    """The student's head + the loss, chunk by chunk over positions, with the gradient worked out in the forward
+    pass (d loss / d logits = T (p_s - p_t) + alpha (softmax(s) - onehot), over the counted positions): backward
+    only scales the stored gradients, so no chunk's logits are kept or recomputed. The matmuls run in `dtype`
+    (bf16 when training in bf16), the softmaxes and sums in fp32."""
+
+    @staticmethod
+    def forward(ctx, h_s, w_s, h_t, w_t, targets, temperature, alpha_ce, chunk, dtype):
+        with torch.autocast(h_s.device.type, enabled=False):
+            n, t = h_s.shape[0], temperature
+            n_ce = max(1, int((targets >= 0).sum())) if alpha_ce else 1
+            ws, wt = w_s.detach().to(dtype), w_t.to(dtype)
+            grad_h = torch.empty(h_s.shape, dtype=torch.float32, device=h_s.device)
+            grad_w = torch.zeros(w_s.shape, dtype=torch.float32, device=w_s.device)
+            kl_sum = torch.zeros((), dtype=torch.float32, device=h_s.device)
+            ce_sum = torch.zeros((), dtype=torch.float32, device=h_s.device)
+            for i in range(0, n, chunk):
+                hs = h_s[i:i + chunk].detach().to(dtype)
+                s = (hs @ ws.T).float()
+                with torch.no_grad():
+                    tl = (h_t[i:i + chunk].to(dtype) @ wt.T).float()
+                log_pt = F.log_softmax(tl / t, dim=-1)
+                p_t = log_pt.exp()
+                log_ps = F.log_softmax(s / t, dim=-1)
+                kl_sum += (p_t * (log_pt - log_ps)).sum()
+                g = (log_ps.exp() - p_t) * (t / n)
+                if alpha_ce:
+                    tgt = targets[i:i + chunk]
+                    rows = (tgt >= 0).nonzero().squeeze(1)
+                    log_p1 = log_ps if t == 1 else F.log_softmax(s, dim=-1)
+                    ce_sum -= log_p1[rows, tgt[rows]].sum()
+                    g_ce = torch.zeros_like(s)
+                    g_ce[rows] = log_p1[rows].exp()
+                    g_ce[rows, tgt[rows]] -= 1
+                    g += g_ce * (alpha_ce / n_ce)
+                g = g.to(dtype)
+                grad_h[i:i + chunk] = (g @ ws).float()
+                grad_w += (g.T @ hs).float()
+            ctx.save_for_backward(grad_h, grad_w)
+            ctx.dtypes = (h_s.dtype, w_s.dtype)
+            kl = kl_sum * (t * t / n)
+            loss = kl + alpha_ce * ce_sum / n_ce
+        ctx.mark_non_differentiable(kl)
+        return loss, kl
+
+    @staticmethod
+    def backward(ctx, g_loss, _g_kl):
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        return (grad_h * g_loss).to(h_dtype), (grad_w * g_loss).to(w_dtype), None, None, None, None, None, None, None
+
+
+def chunked_loss(s_hidden, t_hidden, s_head, t_head, targets, temperature: float, alpha_ce: float, chunk: int,
+                 dtype=torch.float32):
+    """The reference loss, fused and chunked over positions (the same value to float rounding). Returns (loss, kl)."""
+    return FusedHeadKD.apply(s_hidden, s_head.weight, t_hidden, t_head.weight, targets, float(temperature),
+                             float(alpha_ce), int(chunk), dtype)
