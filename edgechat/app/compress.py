@@ -18,11 +18,18 @@ def stage_quality(teacher: Model, student: Model, data, n_ctx: int) -> dict:
 def check_inputs(recipe: Recipe) -> None:
     """The recipe's data files and training device, checked before any model work: a missing or empty file
     or an unusable device fails in a second."""
-    from converters.distill import train_device
+    from converters.distill import train_device, train_precision
     from edgechat.core.data import read_eval_data
 
     if recipe.distill:
-        train_device(recipe.distill)
+        train_precision(recipe.distill, train_device(recipe.distill))
+        if recipe.distill.teacher_data:
+            from edgechat.app.teacher_data import check_options, read_prompts
+
+            d = recipe.distill
+            check_options(d.teacher_data, d.magpie_share, d.reply_tokens)
+            if d.prompts:
+                read_prompts(d.prompts)
 
     for path in (recipe.prune.calib, recipe.distill.data if recipe.distill else None, recipe.export.eval_data):
         if path:
@@ -53,11 +60,18 @@ def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> t
     if recipe.distill and recipe.distill.steps > 0:
         if student is teacher:
             raise EdgechatError("the recipe distills without pruning: add a [prune] section (a student smaller than the teacher)")
-        from converters.distill import config_dict, distill
+        from converters.distill import config_dict, distill, train_precision
 
-        distill(teacher, student, recipe.distill, progress=steps)
-        record["distill"] = {"config": config_dict(recipe.distill), "first": recipe.distill.log[0],
-                             "last": recipe.distill.log[-1], "curve": recipe.distill.log[:: max(1, recipe.distill.steps // 50)]}
+        cfg = recipe.distill
+        dataset = None
+        if cfg.teacher_data:
+            from edgechat.app.teacher_data import for_config
+
+            dataset = for_config(teacher, cfg, progress=steps)
+        distill(teacher, student, cfg, progress=steps, dataset=dataset.packed(cfg.seq_len) if dataset else None)
+        record["distill"] = {"config": config_dict(cfg), "precision": train_precision(cfg),
+                             "teacher_data": dataset.record() if dataset else None, "first": cfg.log[0],
+                             "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 50)]}
         steps.step("quality after distillation")
         record["distilled"] = stage_quality(teacher, student, data, n_ctx)
     return student, record

@@ -1,5 +1,6 @@
 """`edgechat distill`: knowledge distillation as its own command, so torchrun can launch it on many processes:
-    torchrun --nproc_per_node 2 -m edgechat.cli distill TEACHER STUDENT -o OUT --steps 200"""
+    torchrun --nproc_per_node 2 -m edgechat.cli distill TEACHER STUDENT -o OUT --steps 200
+and the distillation options `convert` shares with it (data written by the teacher, precision)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,54 @@ def init_distributed(device: str = "cpu") -> tuple[int, int]:
         torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+PRECISION_HELP = ("Arithmetic of the training steps: bf16 autocast (weights and optimizer stay fp32), fp32, or auto: "
+                  "bf16 where the CPU has AVX512-BF16/AMX or the GPU has bf16, else fp32.")
+TEACHER_DATA_OPTIONS = [
+    click.option("--teacher-data", type=int, help="Train on N conversations whose replies the teacher writes "
+                 "(llama.cpp on its GGUF, greedy), the loss on the assistant's tokens only; cached and reused "
+                 "(edgechat's cache dir, teacher-data/), its sha256 in the manifest. Default: chit-chat, every token."),
+    click.option("--prompts", type=click.Path(), help="With --teacher-data: user turns for the teacher to answer, one "
+                 "a line (or JSONL with \"prompt\" or \"messages\"); default: chit-chat first turns."),
+    click.option("--magpie-share", type=float, help="With --teacher-data: the share of user turns the teacher writes "
+                 "itself from its chat template's user prefix (Magpie) [default: 0.25]."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), help=PRECISION_HELP + " [default: auto]"),
+]
+
+
+def teacher_data_options(fn):
+    for opt in reversed(TEACHER_DATA_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def apply_teacher_data(cfg, teacher_data=None, prompts=None, magpie_share=None, precision=None) -> None:
+    """The --teacher-data / --prompts / --magpie-share / --precision values laid over a DistillConfig."""
+    for key, value in (("teacher_data", teacher_data), ("prompts", prompts), ("magpie_share", magpie_share),
+                       ("precision", precision)):
+        if value is not None:
+            setattr(cfg, key, value)
+
+
+def distill_dataset(teacher, cfg, progress=None, rank: int = 0, world: int = 1):
+    """The teacher-written set for cfg (None when cfg trains on chit-chat / a data file). Under torchrun rank 0
+    generates it and the others read it from the cache."""
+    if not cfg.teacher_data:
+        return None
+    from edgechat.app.teacher_data import for_config
+
+    if world > 1 and rank != 0:
+        import torch
+
+        torch.distributed.barrier()
+        return for_config(teacher, cfg)
+    data = for_config(teacher, cfg, progress=progress)
+    if world > 1:
+        import torch
+
+        torch.distributed.barrier()
+    return data
 
 
 @click.command()
@@ -41,11 +90,14 @@ def init_distributed(device: str = "cpu") -> tuple[int, int]:
 @click.option("--checkpoint", type=click.Path(), help="Save here every --checkpoint-every steps; resume from it if present.")
 @click.option("--checkpoint-every", default=50, show_default=True)
 @click.option("--loss-log", "log_path", type=click.Path(path_type=Path), help="Write the loss curve as JSON here.")
+@click.option("--loss-chunk", default=256, show_default=True, help="Positions per chunk of the fused head + KL "
+              "(teacher and student logits exist one chunk at a time); 0: whole-batch logits.")
+@teacher_data_options
 def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, lr, warmup_steps, temperature,
-            alpha_ce, beta_hidden, seed, device, data, checkpoint, checkpoint_every, log_path):
+            alpha_ce, beta_hidden, seed, device, data, checkpoint, checkpoint_every, log_path, loss_chunk, **tdata):
     """Distill TEACHER (any SOURCE) into STUDENT (an HF directory, e.g. a pruned model from
     `convert --format hf`), with KL divergence of softened logits on chat-formatted dialogue."""
-    from converters.distill import DistillConfig, config_dict
+    from converters.distill import DistillConfig, config_dict, train_precision
     from converters.distill import distill as run_distill
     from converters.hf_writer import write_hf
     from edgechat.core.files import staging
@@ -56,15 +108,20 @@ def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, 
     cfg = DistillConfig(steps=steps, micro_batch=micro_batch, grad_accum=grad_accum, seq_len=seq_len, lr=lr,
                         warmup_steps=warmup_steps, temperature=temperature, alpha_ce=alpha_ce,
                         beta_hidden=beta_hidden, seed=seed, data=data, checkpoint=checkpoint,
-                        checkpoint_every=checkpoint_every, device=device)
+                        checkpoint_every=checkpoint_every, device=device, loss_chunk=loss_chunk)
+    apply_teacher_data(cfg, **tdata)
+    precision = train_precision(cfg)
     t_model, s_model = load_model(teacher), load_model(student)
     with Steps(enabled=rank == 0) as steps_ui:
-        run_distill(t_model, s_model, cfg, progress=steps_ui)
+        dataset = distill_dataset(t_model, cfg, steps_ui, rank, world)
+        run_distill(t_model, s_model, cfg, progress=steps_ui,
+                    dataset=dataset.packed(cfg.seq_len) if dataset else None)
     if rank == 0:
         with staging(out_dir) as tmp:
             write_hf(s_model, tmp)
         if log_path:
-            log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg),
+            log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg), "precision": precision,
+                                            "teacher_data": dataset.record() if dataset else None,
                                             "log": [list(x) for x in cfg.log]}, indent=1) + "\n")
     if world > 1:
         import torch
@@ -84,6 +141,7 @@ COMPRESSION_OPTIONS = [
     click.option("--prune-strategy", type=click.Choice(["width", "depth", "mixed"]),
                  help="With --target-params: width (MLP/hidden/heads, the default), depth (blocks) or mixed."),
     click.option("--distill-steps", type=int, help="Distill the pruned student from the source for N steps."),
+    *TEACHER_DATA_OPTIONS,
     click.option("--max-kld", type=float, help="Quality gate: fail if an artifact's mean KLD vs the source exceeds X."),
     click.option("--max-ppl-ratio", type=float, help="Quality gate: fail if artifact/source perplexity exceeds R."),
 ]
@@ -96,7 +154,8 @@ def compression_options(fn):
 
 
 def recipe_from_cli(recipe=None, prune_layers=None, prune_ffn=None, prune_heads=None, prune_hidden=None,
-                    target_params=None, prune_strategy=None, distill_steps=None, max_kld=None, max_ppl_ratio=None):
+                    target_params=None, prune_strategy=None, distill_steps=None, max_kld=None, max_ppl_ratio=None,
+                    **tdata):
     """The recipe file (if any) with the command-line options laid over it; None when nothing is asked."""
     from converters.distill import DistillConfig
     from edgechat.app.recipe import Recipe, load_recipe
@@ -106,9 +165,11 @@ def recipe_from_cli(recipe=None, prune_layers=None, prune_ffn=None, prune_heads=
                        ("target_params", target_params), ("strategy", prune_strategy)):
         if value is not None:
             setattr(r.prune, key, value)
-    if distill_steps is not None:
+    if distill_steps is not None or any(v is not None for v in tdata.values()):
         r.distill = r.distill or DistillConfig()
-        r.distill.steps = distill_steps
+        if distill_steps is not None:
+            r.distill.steps = distill_steps
+        apply_teacher_data(r.distill, **tdata)
     if max_kld is not None:
         r.gate.max_kld = max_kld
     if max_ppl_ratio is not None:
