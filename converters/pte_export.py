@@ -15,14 +15,14 @@ import io
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from targets import schemes
 
 from converters.formats import ExportOptions, register_format
-from converters.gguf_export import slug
+from converters.gguf_export import budget_name, slug
 from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
 
@@ -48,6 +48,11 @@ class PteOptions:
     # default: it doubles the lowering time, more than stepping `forward` costs for the pipeline's quality
     # check (the engine falls back to that).
     eval_method: bool = False
+    hqq: bool = False  # HQQ scale-only parameters (ExecuTorch's default) instead of plain affine min/max scales
+    awq: bool = False  # activation-aware per-input-channel scales folded into the preceding norms (pte_awq)
+    qat_steps: int = 0  # quantization-aware training steps, distilled from the fp32 model (pte_qat)
+    qat_device: str = "cpu"
+    plan: dict | None = None  # per-module choices (converters.pte_mixed), e.g. a budget's plan
 
 
 def check_options(quants: list[str], extra: dict) -> None:
@@ -71,6 +76,14 @@ def check_options(quants: list[str], extra: dict) -> None:
                             "an fp32 embedding; quantize it with 8da8w or 8da4w")
     if quants == ["fp32"] and group is not None:
         raise EdgechatError("--group-size applies to 8da4w and 8da8w, not to --quant fp32")
+    if extra.get("qat_steps") and extra.get("hqq"):
+        raise EdgechatError("--hqq with --qat-steps is not supported: quantization-aware training learns the "
+                            "affine grid the program is then quantized with; drop --hqq")
+    if extra.get("qat_steps") is not None and extra["qat_steps"] < 0:
+        raise EdgechatError(f"--qat-steps {extra['qat_steps']} is negative: give 0 (no training) or more")
+    if quants == ["fp32"] and (extra.get("awq") or extra.get("qat_steps") or extra.get("hqq")) \
+            and not extra.get("budgets"):
+        raise EdgechatError("--hqq, --awq and --qat-steps apply to 8da4w and 8da8w, not to --quant fp32")
     if "8da8w" in quants and emb == "4w" and "8da4w" not in quants:
         raise EdgechatError("--embedding-quant 4w with --quant 8da8w is not supported: use 8w (the default) "
                             "or none, or choose --quant 8da4w")
@@ -107,7 +120,10 @@ def resolve_options(model: Model, quant: str, extra: dict) -> PteOptions:
         raise EdgechatError(f"--max-seq-len {seq} is beyond {model.name}'s {cfg.max_seq_len} positions")
     return PteOptions(quant=quant, group_size=group, embedding_quant=emb, max_seq_len=seq, head_quant=head,
                       fused_ops=extra.get("fused_ops", True), fuse_qkv=extra.get("fuse_qkv", True),
-                      fuse_mlp=extra.get("fuse_mlp", True), eval_method=extra.get("eval_method", False))
+                      fuse_mlp=extra.get("fuse_mlp", True), eval_method=extra.get("eval_method", False),
+                      hqq=bool(extra.get("hqq", False)), awq=bool(extra.get("awq", False)) and quant != "fp32",
+                      qat_steps=int(extra.get("qat_steps") or 0) if quant != "fp32" else 0,
+                      qat_device=extra.get("qat_device", "cpu"))
 
 
 def llm_metadata(model: Model, opts: PteOptions) -> dict:
@@ -159,51 +175,58 @@ def linear_partitioner(quant: str):
     return part
 
 
+def module_plan(module, opts: PteOptions) -> dict[str, str]:
+    """The per-module choices (converters.pte_mixed) of a program: a budget's plan, or the quant's uniform
+    one (every linear at the quant and group, the head at its own bits, the embedding at its own)."""
+    from converters.pte_mixed import uniform_plan
+
+    if opts.plan:
+        return opts.plan
+    if opts.quant == "fp32":
+        return {}
+    group = f"-g{opts.group_size}" if opts.group_size else ""
+    linear = f"{opts.quant}{group}"
+    head = "8da8w" if opts.head_quant == "8w" and opts.quant == "8da4w" else linear
+    emb = {"none": None, "8w": "8w", "4w": f"4w-g{opts.group_size}"}[opts.embedding_quant]
+    return uniform_plan(module, linear, emb, head)
+
+
 def quantize_module(module, opts: PteOptions):
-    """ExecuTorch's llama quantizers, applied to our module: the embedding first (weight-only, per row or
-    per group), then every linear (torchao Int8DynamicActivationIntxWeightConfig). Plain affine scales:
-    HQQ scale search made the 135M export ~60 s slower for no measurable KLD gain here."""
-    from executorch.examples.models.llama.source_transformation.quantize import (
-        get_quant_embedding_transform, quantize)
+    """torchao's quantize_ by the module plan (converters.pte_mixed.apply_plan): the embedding by ExecuTorch's
+    quantized-embedding transform, each linear by the Int8DynamicActivationIntxWeightConfig ExecuTorch's llama
+    quantize() builds; HQQ scale-only parameters when opts.hqq (ExecuTorch's default)."""
+    from converters.pte_mixed import apply_plan
 
-    if opts.embedding_quant != "none":
-        bits = 8 if opts.embedding_quant == "8w" else 4
-        group = opts.group_size if bits == 4 else 0
-        module = get_quant_embedding_transform(f"{bits},{group}", quantize_with_hqq=False)(module)
-    if opts.quant != "fp32":
-        head = None
-        if opts.quant == "8da4w" and opts.head_quant == "8w":  # as llama.cpp keeps the output at 8 bits
-            head, module.lm_head = module.lm_head, torch.nn.Identity()
-        module = quantize(module, opts.quant, group_size=opts.group_size, quantize_with_hqq=False)
-        if head is not None:
-            module.lm_head = quantize(torch.nn.Sequential(head), "8da8w", group_size=0, quantize_with_hqq=False)[0]
-    return module
+    return apply_plan(module, module_plan(module, opts), opts.hqq)
 
 
-def build_program(model: Model, opts: PteOptions, step=lambda *_a, **_k: None):
+def build_program(model: Model, opts: PteOptions, step=lambda *_a, **_k: None, module=None):
     """Model -> ExecutorchProgramManager (not yet written). ExecuTorch's export code warns about its own
     deprecated calls and prints from its quantizers: keep that out of the user's terminal and of --json."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        return _build_program(model, opts, step)
+        return _build_program(model, opts, step, module)
 
 
-def _build_program(model: Model, opts: PteOptions, step):
+def _build_program(model: Model, opts: PteOptions, step, module=None):
     import executorch.kernels.quantized  # noqa: F401  (quantized embedding ops, needed by const-prop)
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
     from torch.export import Dim, export
 
-    from converters.pte_modules import ExportModel, export_module
+    from converters.pte_modules import ExportModel
 
     seq = opts.max_seq_len
     with torch.no_grad():
-        module = export_module(model.module, seq, fused_ops=opts.fused_ops, fuse_qkv=opts.fuse_qkv,
-                               fuse_mlp=opts.fuse_mlp)
-        if opts.quant != "fp32" or opts.embedding_quant != "none":
-            step(f"quantizing to {opts.quant} (embedding {opts.embedding_quant}"
-                 f"{f', group {opts.group_size}' if opts.group_size else ''})")
+        if module is None:
+            from converters.pte_levers import prepare_module
+
+            module, _ = prepare_module(model, opts, step=step)
+        if opts.plan or opts.quant != "fp32" or opts.embedding_quant != "none":
+            step(f"quantizing to {opts.quant}" + (" by the per-module plan" if opts.plan else
+                 f" (embedding {opts.embedding_quant}{f', group {opts.group_size}' if opts.group_size else ''})")
+                 + (", HQQ scales" if opts.hqq else ""))
             module = quantize_module(module, opts)
         step(f"torch.export ({'fused llama ops' if opts.fused_ops else 'plain ops'}, max_seq_len {seq})")
         methods = {"forward": (True, seq - 1)}
@@ -243,18 +266,29 @@ def write_program(program, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def export_pte_file(model: Model, path: Path, opts: PteOptions, step=lambda *_a, **_k: None) -> dict:
+def export_pte_file(model: Model, path: Path, opts: PteOptions, step=lambda *_a, **_k: None, module=None,
+                    levers: dict | None = None) -> dict:
     t0 = time.perf_counter()
-    write_program(build_program(model, opts, step), path)
-    return {"file": path.name, "format": "pte", "quant": opts.quant, "group_size": opts.group_size,
-            "embedding_quant": opts.embedding_quant, "head_quant": opts.head_quant, "max_seq_len": opts.max_seq_len,
-            "fused_ops": opts.fused_ops, "fuse_qkv": opts.fuse_qkv, "fuse_mlp": opts.fuse_mlp,
-            "methods": ["forward", "forward_all"] if opts.eval_method else ["forward"],
-            "export_s": round(time.perf_counter() - t0, 1)}
+    if module is None:
+        from converters.pte_levers import prepare_module
+
+        module, levers = prepare_module(model, opts, step=step)
+    write_program(build_program(model, opts, step, module=module), path)
+    art = {"file": path.name, "format": "pte", "quant": opts.quant, "group_size": opts.group_size,
+           "embedding_quant": opts.embedding_quant, "head_quant": opts.head_quant, "max_seq_len": opts.max_seq_len,
+           "fused_ops": opts.fused_ops, "fuse_qkv": opts.fuse_qkv, "fuse_mlp": opts.fuse_mlp,
+           "methods": ["forward", "forward_all"] if opts.eval_method else ["forward"],
+           "hqq": opts.hqq, "awq": opts.awq, "qat_steps": opts.qat_steps}
+    for key, value in (levers or {}).items():  # the levers' own records: AWQ's alphas, QAT's run
+        art[key if key != "awq" else "awq_scales"] = value
+    art["export_s"] = round(time.perf_counter() - t0, 1)
+    return art
 
 
 @register_format("pte", quants=schemes.names("pte"), default=schemes.DEFAULTS["pte"])
 def export_pte(model: Model, out_dir: Path, quants: list[str], options: ExportOptions, progress=None) -> list[dict]:
+    """options.extra: the PteOptions fields, and "budgets" ([{"bpw": X} | {"size_mib": N}]) with "calibration"
+    (token sequences) for the per-module plans (converters.pte_budget)."""
     step = progress.step if progress else (lambda *_a, **_k: None)
     extra = options.extra or {}
     check_options(quants, extra)
@@ -265,4 +299,36 @@ def export_pte(model: Model, out_dir: Path, quants: list[str], options: ExportOp
     for opts in resolved:
         path = out_dir / f"{slug(model.name)}-{opts.quant}.pte"
         artifacts.append(export_pte_file(model, path, opts, step))
+    if extra.get("budgets"):
+        artifacts += export_budgets(model, out_dir, extra, step)
     return artifacts
+
+
+def budget_options(model: Model, extra: dict) -> PteOptions:
+    """The options every budget's program shares: the fp32 ones (sequence length, fused ops) plus the levers."""
+    base = resolve_options(model, "fp32", {k: v for k, v in extra.items()
+                                           if k in ("max_seq_len", "fused_ops", "fuse_qkv", "fuse_mlp", "eval_method")})
+    return replace(base, quant="mixed", group_size=extra.get("group_size") or 0, embedding_quant="plan",
+                   head_quant="plan", hqq=bool(extra.get("hqq", False)), awq=bool(extra.get("awq", False)),
+                   qat_steps=int(extra.get("qat_steps") or 0), qat_device=extra.get("qat_device", "cpu"))
+
+
+def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]:
+    """One .pte per budget: checked before any work, one sensitivity pass after the levers, one plan each."""
+    import copy
+
+    from converters.pte_budget import check_budgets, plan_budgets
+    from converters.pte_levers import prepare_module
+
+    budgets, opts = extra["budgets"], budget_options(model, extra)
+    allowed, fixed = check_budgets(model, opts, budgets)
+    module, levers = prepare_module(model, opts, extra.get("calibration"), step)
+    out = []
+    for budget, plan, record in plan_budgets(model, module, opts, budgets, allowed, fixed, extra.get("calibration"),
+                                              step, extra.get("measure_all")):
+        name = budget_name(budget)
+        path = out_dir / f"{slug(model.name)}-{name}.pte"
+        art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
+                              module=copy.deepcopy(module), levers=levers)
+        out.append({**art, "budget": budget, "plan": record})
+    return out

@@ -60,11 +60,11 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
         opts = replace(opts, formats=[target_plan["format"]], quants=[target_plan["quant"]])
     plan = plan_exports(opts.formats, opts.quants)  # bad options fail before any loading
     if opts.budgets:
-        if "gguf" not in plan:
-            raise EdgechatError("--bpw/--size-mib choose per-tensor GGUF types: add --format gguf "
-                                "(the .pte per-module plan is not made yet)")
+        if not {"gguf", "pte"} & set(plan):
+            raise EdgechatError("--bpw/--size-mib choose per-tensor GGUF types or per-module .pte types: "
+                                "add --format gguf or --format pte")
         if not opts.quants:
-            plan["gguf"] = []  # the budget's file only
+            plan = {f: ([] if f in ("gguf", "pte") else q) for f, q in plan.items()}  # the budgets' files only
     if "pte" in plan:
         from converters.pte_export import check_options
 
@@ -89,7 +89,7 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
                 steps.step("writing the student as a Hugging Face checkpoint")
                 write_hf(model, tmp / "hf")
         # the importance matrix and the sensitivity pass see the model that is exported (after any pruning)
-        wants_imatrix = opts.imatrix and (opts.budgets or any(schemes.get(q).imatrix for q in plan.get("gguf", [])))
+        wants_imatrix = opts.imatrix and ((opts.budgets and "gguf" in plan) or any(schemes.get(q).imatrix for q in plan.get("gguf", [])))
         seqs = calibration_sequences(model, opts.calib) if wants_imatrix or opts.budgets else None
         imatrix = None
         if wants_imatrix:
