@@ -64,9 +64,15 @@ def cli():
               "(default: the model's, at most 2048).")
 @click.option("--imatrix/--no-imatrix", default=True, show_default=True, help="Quantize Q4_0/Q4_K_M and --bpw/--size-mib "
               "plans with an importance matrix from chat-formatted --calib text.")
-@click.option("--bpw", type=float, multiple=True, help="gguf: mixed precision for this many effective bits per weight, "
-              "per-tensor types chosen by measured sensitivity. Repeatable.")
-@click.option("--size-mib", type=float, multiple=True, help="gguf: mixed precision for a file of at most N MiB. Repeatable.")
+@click.option("--bpw", type=float, multiple=True, help="gguf/pte: mixed precision for this many effective bits per weight, "
+              "per-tensor (gguf) or per-module (pte) types chosen by measured sensitivity. Repeatable.")
+@click.option("--size-mib", type=float, multiple=True, help="gguf/pte: mixed precision for a file of at most N MiB. Repeatable.")
+@click.option("--hqq/--no-hqq", default=None, help="pte: HQQ scale-only quantization parameters (ExecuTorch's "
+              "default) instead of min/max scales (default: off).")
+@click.option("--awq/--no-awq", default=None, help="pte: activation-aware per-input-channel scales, searched on "
+              "--calib text and folded into the RMSNorms before q/k/v and gate/up (default: off).")
+@click.option("--qat-steps", type=int, help="pte: quantization-aware training, N steps of distillation from the "
+              "fp32 model through torchao's fake quantization of the program's own configs (default: 0).")
 @click.option("--calib", type=click.Path(), help="Calibration text for the importance matrix and the sensitivity pass "
               "(default: chit-chat dialogues).")
 @click.option("--eval-data", type=click.Path(), help="Text for the manifest's quality figures "
@@ -80,7 +86,7 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @compression_options
 def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_quant, max_seq_len, imatrix, bpw,
-            size_mib, calib, eval_data, no_eval, threads, target, accelerator, as_json, **compression):
+            size_mib, hqq, awq, qat_steps, calib, eval_data, no_eval, threads, target, accelerator, as_json, **compression):
     """Convert SOURCE into artifacts in OUTPUT, with quality figures vs the fp32 model."""
     from edgechat.app.pipeline import ConvertOptions, convert as run_convert
     from edgechat.reports.progress import Steps
@@ -92,7 +98,8 @@ def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_
                           on=accelerator,
                           extra={k: v for k, v in (("group_size", group_size), ("max_seq_len", max_seq_len),
                                                    ("embedding_quant", embedding_quant and embedding_quant.lower()),
-                                                   ("head_quant", head_quant and head_quant.lower()))
+                                                   ("head_quant", head_quant and head_quant.lower()),
+                                                   ("hqq", hqq), ("awq", awq), ("qat_steps", qat_steps))
                                  if v is not None})
     opts.budgets = [{"bpw": x} for x in bpw] + [{"size_mib": n} for n in size_mib]
     opts.recipe = recipe_from_cli(**compression)
