@@ -75,6 +75,8 @@ def distill_dataset(teacher, cfg, progress=None, rank: int = 0, world: int = 1):
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Where the distilled student is written (a Hugging Face checkpoint directory).")
 @click.option("--steps", default=200, show_default=True, help="Optimizer steps.")
+@click.option("--budget-minutes", type=float, help="Distill for about this much wall time instead: the steps it buys "
+              "on --device, measured before training (overrides --steps).")
 @click.option("--micro-batch", default=4, show_default=True, help="Sequences per process per forward pass.")
 @click.option("--grad-accum", default=1, show_default=True, help="Micro-batches per step (global batch = micro x accum x processes).")
 @click.option("--seq-len", default=256, show_default=True, help="Tokens per training sequence.")
@@ -93,7 +95,7 @@ def distill_dataset(teacher, cfg, progress=None, rank: int = 0, world: int = 1):
 @click.option("--loss-chunk", default=256, show_default=True, help="Positions per chunk of the fused head + KL "
               "(teacher and student logits exist one chunk at a time); 0: whole-batch logits.")
 @teacher_data_options
-def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, lr, warmup_steps, temperature,
+def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_accum, seq_len, lr, warmup_steps, temperature,
             alpha_ce, beta_hidden, seed, device, data, checkpoint, checkpoint_every, log_path, loss_chunk, **tdata):
     """Distill TEACHER (any SOURCE) into STUDENT (an HF directory, e.g. a pruned model from
     `convert --format hf`), with KL divergence of softened logits on chat-formatted dialogue."""
@@ -112,6 +114,10 @@ def distill(teacher, student, out_dir, steps, micro_batch, grad_accum, seq_len, 
     apply_teacher_data(cfg, **tdata)
     precision = train_precision(cfg)
     t_model, s_model = load_model(teacher), load_model(student)
+    if budget_minutes is not None:
+        from converters.budget import plan_budget
+
+        cfg.steps = plan_budget(t_model, cfg, budget_minutes, student=s_model).steps
     with Steps(enabled=rank == 0) as steps_ui:
         dataset = distill_dataset(t_model, cfg, steps_ui, rank, world)
         run_distill(t_model, s_model, cfg, progress=steps_ui,

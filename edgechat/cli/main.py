@@ -336,9 +336,11 @@ def plan(source, target, formats, quants, n_ctx, prompt_tokens, min_tok_s, as_is
 def _add_commands():
     from edgechat.cli.compress import distill
     from edgechat.cli.serve import serve
+    from edgechat.cli.tune import tune
 
     cli.add_command(distill)
     cli.add_command(serve)
+    cli.add_command(tune)
 
 
 _add_commands()
