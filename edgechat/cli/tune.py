@@ -69,11 +69,11 @@ def tune(source, out_dir, target, max_mib, min_decode_tok_s, max_kld, quants, bp
             manifest = run_tune(source, out_dir, opts, steps)
     except GateFailed as failed:
         if not as_json:
-            show(failed.manifest["tune"]["frontier"], f"candidates ({out_dir})")
+            show(failed.manifest["tune"]["frontier"], "tune: no candidate meets the constraint")
         raise
     if as_json:
         click.echo(json.dumps(manifest, indent=2, default=str))
         return
-    show(manifest["tune"]["frontier"], f"frontier ({out_dir})")
+    show(manifest["tune"]["frontier"], "tune frontier")
     best = manifest["artifacts"][0]
     click.echo(f"chose {manifest['tune']['chosen']}: {out_dir / best['file']}", err=True)

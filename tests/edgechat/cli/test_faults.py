@@ -1,4 +1,4 @@
-"""Faults while edgechat works, on real subprocesses: SIGINT and SIGTERM during convert and distill, a full disk,
+"""Faults while edgechat works, on real subprocesses: SIGINT and SIGTERM during convert, distill and tune, a full disk,
 a file-size limit, two converts into one OUTDIR, Ctrl-C during an interactive reply. Each checks the exit code,
 the one line the user sees, and that nothing is left behind."""
 import json
@@ -96,6 +96,29 @@ def test_signal_during_distill_keeps_checkpoint_for_resume(stories_dir, tmp_path
     steps = [s for s, _, _ in json.loads(log.read_text())["log"]]
     assert steps == list(range(step + 2))  # the first `step` steps came from the checkpoint, two more ran
     assert (out / "config.json").exists()
+
+
+TUNE_EVAL = [{"role": "user", "content": "Once upon a time there was a girl."},
+             {"role": "assistant", "content": "She had a big red ball and she loved to play with it."}]
+
+
+@pytest.mark.parametrize("phase", ["quants", "student"])
+@pytest.mark.parametrize("sig, code, line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_during_tune_removes_staging(stories_dir, tmp_path, tmp_path_factory, sig, code, line, phase):
+    """Interrupted while it converts the quantized candidates, or while it prunes and distills a student (each a
+    convert staged inside tune's own staging directory): no candidate, OUTDIR, staging directory or lock is left."""
+    data = tmp_path_factory.mktemp("tune-eval") / "eval.jsonl"
+    data.write_text(json.dumps({"messages": TUNE_EVAL}) + "\n")
+    proc = start_cli("tune", str(stories_dir), "-o", str(tmp_path / "out"), "--max-kld", "0.5", "--quant", "q8_0",
+                     "--no-bpw", "--no-imatrix", "--kept", "0.9", "--budget-minutes", "1", "--eval-data", str(data))
+    pattern = ".out.partial-*/candidates/" + ("*" if phase == "quants" else ".s90-q4_k_m.partial-*")
+    wait_for(lambda: any(tmp_path.glob(pattern)), proc)
+    time.sleep(0.5)  # into that conversion
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err
+    assert_last_line(err, line)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_full_disk_leaves_nothing(stories_dir, tmp_path):
