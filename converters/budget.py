@@ -72,5 +72,5 @@ def plan_budget(teacher: Model, cfg: DistillConfig, minutes: float, student: Mod
     per_step = cfg.micro_batch * cfg.grad_accum * cfg.seq_len * world
     per_param = steps * per_step / teacher.config.param_count()
     return BudgetPlan(minutes=minutes, device=cfg.device, step_s=round(step_s, 4), steps=steps, tokens_per_step=per_step,
-                      tokens=steps * per_step, tokens_per_param=round(per_param, 5),
+                      tokens=steps * per_step, tokens_per_param=float(f"{per_param:.4g}"),
                       kept_fractions=kept_fractions(per_param))
