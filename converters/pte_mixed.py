@@ -24,8 +24,8 @@ from edgechat.core.errors import EdgechatError
 LINEAR_CHOICES = ("8da4w-g32", "8da4w-g64", "8da4w-g128", "8da8w")
 EMBEDDING_CHOICES = ("4w-g32", "4w-g64", "4w-g128", "8w")
 ALIGN = 16  # XNNPACK's and ExecuTorch's constant data alignment (CONSTANT_TENSOR_ALIGNMENT)
-PROGRAM_SLACK = 48 * 1024  # bytes: the flatbuffer program beyond its weights, measured on stories260K/SmolLM2
-PER_MODULE_SLACK = 600  # bytes of program per delegated linear (its XNNPACK graph and tensor records)
+PROGRAM_SLACK = 50 * 1024  # bytes: the flatbuffer program beyond its weights (stories260K: 45-48 KiB, by plan)
+PER_MODULE_SLACK = 700  # bytes of program per delegated linear (its XNNPACK graph and tensor records)
 
 
 @dataclass(frozen=True)
