@@ -46,10 +46,36 @@ def describe(artifact: str | None) -> dict:
                                                 if k in entry}
                 info["manifest"]["imatrix"] = manifest.get("imatrix")
         return info
+    if path.suffix == ".pte":
+        return describe_pte(path)
     if path.is_dir() and (path / "config.json").exists():
         return {"dir": str(path), "format": "hf", "config": json.loads((path / "config.json").read_text()),
                 "files": sorted(p.name for p in path.iterdir())}
-    raise EdgechatError(f"cannot inspect {path}: give a .gguf file or an output/HF directory")
+    raise EdgechatError(f"cannot inspect {path}: give a .gguf or .pte file or an output/HF directory")
+
+
+PTE_KEYS = ("quant", "group_size", "embedding_quant", "head_quant", "max_seq_len", "hqq", "awq", "qat_steps", "qat",
+            "budget", "plan")
+
+
+def describe_pte(path: Path) -> dict:
+    """The runner metadata, the delegated linears' weight types as the program holds them, and what convert
+    recorded (the levers, a budget's per-module plan and its sensitivities)."""
+    from converters.pte_program import program_layout, type_counts
+    from runtimes.pte_engine import read_program
+
+    _program, meta = read_program(path)
+    info = {"file": str(path), "format": "pte", "bytes": path.stat().st_size,
+            "metadata": {k: (list(v) if k == "get_eos_ids" else v) for k, v in meta.items()},
+            "program_types": type_counts(program_layout(path))}
+    manifest = read_manifest(path.parent)
+    entry = next((a for a in (manifest or {}).get("artifacts", []) if a.get("file") == path.name), None)
+    if entry:
+        info["manifest"] = {"source": manifest.get("source"), "created": manifest.get("created"),
+                            "artifact": {k: entry[k] for k in PTE_KEYS if k in entry}}
+        if entry.get("size"):
+            info["bits per weight"] = entry["size"]["bpw"]
+    return info
 
 
 def text_view(info: dict) -> dict:
@@ -72,6 +98,13 @@ def text_view(info: dict) -> dict:
         f = art["fallbacks"]
         moves = sorted({f"{x['requested']}->{x['type']}" for x in f})
         out["fallbacks"] = f"{len(f)} tensors ({', '.join(moves)}): {f[0]['reason']}"
+    if info.get("format") == "pte":
+        out.pop("metadata", None)
+        out.pop("imatrix", None)
+        out["program types"] = ", ".join(f"{t} x{n}" for t, n in sorted(out.pop("program_types").items()))
+        for key in ("hqq", "awq", "qat_steps"):
+            if key in art:
+                out[key] = art[key]
     if art.get("plan"):
         p, counts = art["plan"], {}
         for t in p["tensor_types"].values():
