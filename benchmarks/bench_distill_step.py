@@ -1,0 +1,121 @@
+"""Distillation step time: fp32 vs bf16 autocast vs bf16 + the fused, chunked head + KL (converters.distill_loss),
+on SmolLM2-135M-Instruct teaching a full-size copy of itself, micro-batch 2 x 256 tokens.
+
+A step is one optimizer step of converters.distill.distill exactly as training runs it: the teacher's forward
+(no grad), the student's forward + backward, the KL over the 49,152-wide vocabulary, AdamW. Each round runs
+every mode for --steps steps (order rotated per round) and times the steps after the first (which allocates
+AdamW's state) between distill's on_step callbacks. Ratios are medians of per-round ratios (the modes of one
+round share the machine's load within a minute). Before each round the script waits up to --quiet-timeout s
+for other processes to keep fewer than --max-busy cores busy, and records what it saw.
+
+Also recorded per mode: the KL of the first step (the precisions must agree) and the resident memory the
+logits need, by construction (whole batch: teacher and student [512, 49152] fp32 logits plus their softmaxes
+and gradient; chunked: one chunk's worth).
+
+    .venv/bin/python benchmarks/bench_distill_step.py [--rounds 5] [--steps 3] [--chunk 256]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import THREADS, Bench, cpu_busy_cores, loadavg, md_table, median, rotate, summary, wait_quiet  # noqa: E402
+
+GOAL = 1.5  # bf16 + chunked steps at least 1.5x faster than fp32 on an AVX512-BF16 CPU
+MICRO, SEQ = 2, 256
+
+
+def modes(chunk: int) -> dict[str, tuple[str, int]]:
+    return {"fp32": ("fp32", 0), "bf16": ("bf16", 0), "bf16+chunked": ("bf16", chunk)}
+
+
+def run_steps(teacher, student, packed, precision: str, chunk: int, steps: int, seed: int) -> dict:
+    from converters.distill import DistillConfig, distill
+
+    stamps, kls = [], []
+    cfg = DistillConfig(steps=steps, micro_batch=MICRO, seq_len=SEQ, lr=1e-5, warmup_steps=1, seed=seed,
+                        precision=precision, loss_chunk=chunk)
+    t0 = time.perf_counter()
+    distill(teacher, student, cfg, dataset=packed,
+            on_step=lambda step, loss, kl: (stamps.append(time.perf_counter()), kls.append(kl)))
+    times = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"step_s": times, "first_step_s": stamps[0] - t0, "kl_first": kls[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3, help="steps per mode per round (the first is not timed)")
+    ap.add_argument("--chunk", type=int, default=256, help="positions per chunk of the fused head + KL")
+    ap.add_argument("--max-busy", type=float, default=0.3)
+    ap.add_argument("--quiet-timeout", type=float, default=20.0)
+    args = ap.parse_args()
+
+    import torch
+
+    from converters.distill import DistillConfig, Packed, cpu_has_bf16, training_tokens
+    from edgechat.core.sources import load_model
+
+    torch.set_num_threads(THREADS)
+    bench = Bench("bench_distill_step")
+    teacher = load_model(None)
+    student = copy.deepcopy(teacher)
+    data = training_tokens(teacher, DistillConfig(seq_len=SEQ, max_dialogues=40))
+    packed = Packed(data.tokens[: MICRO * args.steps * 2])
+    vocab = teacher.config.vocab_size
+    names = list(modes(args.chunk))
+    per_mode = {m: [] for m in names}
+    kl_first = {m: [] for m in names}
+    rounds = []
+    for r in range(args.rounds):
+        quiet = wait_quiet(args.max_busy, args.quiet_timeout)
+        load = loadavg()
+        got = {}
+        for m in rotate(names, r):
+            precision, chunk = modes(args.chunk)[m]
+            out = run_steps(teacher, student, packed, precision, chunk, args.steps, seed=r)
+            got[m] = median(out["step_s"])
+            per_mode[m] += out["step_s"]
+            kl_first[m].append(out["kl_first"])
+        busy_after = cpu_busy_cores(0.5)
+        rounds.append({"round": r, **quiet, "busy_cores_after": busy_after, "loadavg": load,
+                       "step_s": got, "speedup": {m: got["fp32"] / got[m] for m in names}})
+        print(f"round {r}: " + ", ".join(f"{m} {got[m]:.2f} s" for m in names) + f"  (load {load})", file=sys.stderr)
+
+    speedup = {m: median([x["speedup"][m] for x in rounds]) for m in names}
+    logits_mib = {"whole batch": 6 * MICRO * SEQ * vocab * 4 / 2**20,
+                  "chunked": 6 * min(args.chunk, MICRO * SEQ) * vocab * 4 / 2**20}
+    results = {
+        "setup": {"teacher": "SmolLM2-135M-Instruct (embedded Q4_1 GGUF, dequantized to fp32)",
+                  "student": "a full-size fp32 copy of the teacher", "micro_batch": MICRO, "seq_len": SEQ,
+                  "threads": THREADS, "chunk": args.chunk, "steps_per_round": args.steps,
+                  "cpu_has_bf16": cpu_has_bf16(), "torch": torch.__version__},
+        "step_s": {m: summary(per_mode[m]) for m in names},
+        "speedup_vs_fp32": speedup,
+        "kl_first_step": {m: summary(kl_first[m]) for m in names},
+        "logits_mib_by_construction": logits_mib,
+        "goal": {"bf16+chunked_speedup": GOAL, "met": (speedup["bf16+chunked"] or 0) >= GOAL},
+        "rounds": rounds,
+    }
+    rows = [[m, median(per_mode[m]), min(per_mode[m]), max(per_mode[m]), speedup[m], median(kl_first[m])]
+            for m in names]
+    md = (f"SmolLM2-135M-Instruct teaching a full-size copy of itself: one distillation step (teacher forward, student "
+          f"forward + backward, KL over {vocab} tokens, AdamW) on {MICRO} x {SEQ} tokens, {THREADS} threads, "
+          f"{args.rounds} interleaved rounds x {args.steps - 1} timed steps per mode. CPU bf16 (AVX512-BF16/AMX): "
+          f"{cpu_has_bf16()}.\n\n"
+          + md_table(["mode", "median step s", "min", "max", "speedup vs fp32 (median of rounds)", "KL, first step"], rows)
+          + f"\n\nGoal: bf16 + chunked >= {GOAL}x fp32: **{'met' if results['goal']['met'] else 'not met'}** "
+            f"({speedup['bf16+chunked']:.2f}x). Logits memory by construction (6 [positions, vocab] fp32 tensors): "
+            f"whole batch {logits_mib['whole batch']:.0f} MiB, chunked {logits_mib['chunked']:.0f} MiB.\n\n"
+          + md_table(["round", "quiet", "load avg", *[f"{m} s" for m in names], "bf16 x", "bf16+chunked x"],
+                     [[x["round"], x["quiet"], x["loadavg"][0], *[x["step_s"][m] for m in names],
+                       x["speedup"]["bf16"], x["speedup"]["bf16+chunked"]] for x in rounds]))
+    bench.write(results, md)
+
+
+if __name__ == "__main__":
+    main()
