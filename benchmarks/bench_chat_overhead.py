@@ -40,7 +40,9 @@ SIDES = ["edgechat", "generate", "c-loop"]
 
 
 def raw_llama(path: Path):
-    import llama_cpp
+    from runtimes import llama_lib
+
+    llama_cpp = llama_lib.load(path)
 
     return llama_cpp.Llama(model_path=str(path), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS,
                            n_batch=N_BATCH, logits_all=False, type_k=1, type_v=1, verbose=False)
@@ -57,7 +59,9 @@ class Sides:
 
     def __init__(self, path: Path, n: int):
         import edgechat
-        import llama_cpp
+        from runtimes import llama_lib
+
+        llama_cpp = llama_lib.load(path)
 
         self.lib, self.n = llama_cpp, n
         self.chat = edgechat.load(path, n_ctx=N_CTX, threads=THREADS, max_tokens=n, temperature=0.0)

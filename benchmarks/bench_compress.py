@@ -114,7 +114,9 @@ def make_student(name: str, teacher, imp, minutes: float, dd, reuse: bool, job: 
 
 def decode_speed(paths: dict, rounds: int, tokens: int) -> dict:
     """llama.cpp decode tok/s of each GGUF, interleaved round by round, the same fixed tokens for all."""
-    from llama_cpp import Llama
+    from runtimes import llama_lib
+
+    Llama = llama_lib.load(next(iter(paths.values()))).Llama
 
     llms = {k: Llama(str(p), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
             for k, p in paths.items()}

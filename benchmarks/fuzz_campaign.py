@@ -49,8 +49,9 @@ def cases_for(work: Path) -> fuzzing.Cases:
 
 def llama_run(path: Path) -> str:
     """llama.cpp on an input edgechat accepted: refusing it is fine, crashing (the worker dies) is not."""
-    import llama_cpp
+    from runtimes import llama_lib
 
+    llama_cpp = llama_lib.load()  # the variant worker() chose on the intact file
     try:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, verbose=False)
         llm.eval(llm.tokenize(b"Once upon a time")[:8])
@@ -74,6 +75,10 @@ def warm_up() -> None:
 def worker(reader: str, work: Path, start: int, end: int) -> None:
     warm_up()
     cases, read, allowed = cases_for(work), fuzzing.reader(reader), fuzzing.expected_errors(reader)
+    if reader == "gguf":
+        from runtimes import llama_lib
+
+        llama_lib.load(work / "stories-f32.gguf")  # the CPU variant, chosen on the intact file
     inputs = work / f"in-{reader}"
     inputs.mkdir(exist_ok=True)
     for i in range(start, end):

@@ -53,4 +53,5 @@ class Engine(ABC):
         pass
 
     def describe(self) -> dict:
-        return {"engine": self.name, "model": self.model_path, "n_ctx": self.n_ctx, "model_bytes": self.model_bytes}
+        return {"engine": self.name, "model": self.model_path, "n_ctx": self.n_ctx, "model_bytes": self.model_bytes,
+                "threads": getattr(self, "threads", None)}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from edgechat.core.gguf_file import read_header
 from runtimes.base import Engine
 
 KV_TYPES = {"f32": 0, "f16": 1}  # GGML_TYPE_F32, GGML_TYPE_F16
+N_BATCH = 512  # prompt tokens per llama_decode: llama.cpp's default, where its prefill reaches full speed
 
 
 class LlamaCppEngine(Engine):
@@ -19,19 +19,21 @@ class LlamaCppEngine(Engine):
 
     def __init__(self, path: str | Path, n_ctx: int | None = None, threads: int | None = None,
                  kv_type: str = "f16", logits_all: bool = False, n_gpu_layers: int = 0):
-        import llama_cpp
+        from runtimes import llama_lib
+        from targets.host import physical_cores
 
         path = Path(path)
         if not path.exists():
             raise EdgechatError(f"no such file: {path}")
         header = read_header(path)  # a clear error for a truncated or foreign file, before llama.cpp sees it
+        llama_cpp = llama_lib.load(path)  # the CPU variant this host runs (probed on this file's tensor types)
         n_train = header.meta.get(f"{header.arch}.context_length") or 0
         n_ctx = min(n_ctx, n_train) if n_ctx and n_train else (n_ctx or n_train)
-        threads = threads or os.cpu_count() or 1
+        self.threads = threads = threads or physical_cores()
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=n_ctx or 0, n_threads=threads, n_threads_batch=threads,
-                n_batch=512, logits_all=logits_all, type_k=KV_TYPES[kv_type], type_v=KV_TYPES[kv_type],
+                n_batch=N_BATCH, logits_all=logits_all, type_k=KV_TYPES[kv_type], type_v=KV_TYPES[kv_type],
                 n_gpu_layers=n_gpu_layers, verbose=False)
         except (ValueError, RuntimeError, OSError) as e:  # llama-cpp-python's "Failed to load model from file"
             raise EdgechatError(f"llama.cpp could not load {path}: {e}") from None
@@ -49,6 +51,7 @@ class LlamaCppEngine(Engine):
         self.eos_text = self._piece(self.llm.token_eos())
         self.eog_ids = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t))
         self._buf = ctypes.create_string_buffer(1 << 16)
+        self.cpu_backend = llama_lib.backend()
 
     def _piece(self, token: int) -> str:
         if token < 0:
@@ -86,3 +89,6 @@ class LlamaCppEngine(Engine):
 
     def close(self):
         self.llm.close()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "threads": self.threads, "n_batch": N_BATCH, "cpu_backend": self.cpu_backend}

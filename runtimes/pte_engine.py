@@ -117,7 +117,10 @@ class PteEngine(Engine):
         eos = [int(e) for e in self.meta["get_eos_ids"]]
         add_bos = bool(self.meta.get(ADD_BOS_METHOD, bos is not None))
         self.tok = load_tokenizer(folder, bos, eos, add_bos)
-        set_threads(threads or os.cpu_count())
+        from targets.host import physical_cores
+
+        self.threads = threads or physical_cores()
+        set_threads(self.threads)
         self.max_seq_len = int(self.meta["get_max_seq_len"])
         self.n_ctx = min(n_ctx, self.max_seq_len) if n_ctx else self.max_seq_len
         # The most tokens one call takes (the token dimension's upper bound): longer prefills go in chunks.
@@ -208,5 +211,5 @@ class PteEngine(Engine):
         self._forward = self._all = self.program = None
 
     def describe(self) -> dict:
-        return {**super().describe(), "max_seq_len": self.max_seq_len,
+        return {**super().describe(), "threads": self.threads, "n_batch": self.chunk, "max_seq_len": self.max_seq_len,
                 "metadata": {k: v for k, v in self.meta.items()}}

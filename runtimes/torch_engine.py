@@ -13,6 +13,7 @@ class TorchEngine(Engine):
     def __init__(self, model: Model, n_ctx: int | None = None, threads: int | None = None):
         if threads:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         self.model = model
         self.tok = model.tokenizer
         self.n_ctx = min(n_ctx or model.config.max_seq_len, model.config.max_seq_len)

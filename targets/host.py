@@ -32,6 +32,37 @@ def read_cpuinfo(root: Path) -> tuple[str, tuple[str, ...]]:
     return name, tuple(f for f in ISA_FLAGS if f in flags)
 
 
+def usable_cpus() -> set[int]:
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def physical_cores(root: Path = Path("/"), cpus: set[int] | None = None) -> int:
+    """Cores (not hyper-threads) among the CPUs this process may use: the default thread count of every engine.
+    llama.cpp's and XNNPACK's threads meet at a barrier per op, so two threads on one core's siblings make
+    each op wait for the slower sibling; one thread per physical core is llama.cpp's own advice."""
+    cpus = usable_cpus() if cpus is None else cpus
+    cores, cpu = set(), None
+    try:
+        text = (root / "proc/cpuinfo").read_text()
+    except OSError:
+        return max(len(cpus), 1)
+    ids: dict[int, dict[str, str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "processor" and value.isdigit():
+            cpu = int(value)
+            ids[cpu] = {}
+        elif cpu is not None and key in ("physical id", "core id"):
+            ids[cpu][key] = value
+    for c in cpus:
+        if c in ids and "core id" in ids[c]:
+            cores.add((ids[c].get("physical id", "0"), ids[c]["core id"]))
+        else:  # no topology (aarch64 boards, some VMs): count the CPU itself
+            cores.add(("cpu", str(c)))
+    return max(len(cores), 1)
+
+
 def read_mhz(root: Path, default: float) -> float:
     """The core clock: cpufreq's maximum where the kernel exposes it, else /proc/cpuinfo's "cpu MHz"."""
     try:
@@ -109,8 +140,8 @@ def host_profile(measure: bool = True, root: str = "/", threads: int | None = No
     are measured with and what the planner assumes an engine runs."""
     r = Path(root)
     s = host_settings()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = min(threads or cores, cores)
+    cores = len(usable_cpus())
+    threads = min(threads or physical_cores(r), cores)
     name, isa = read_cpuinfo(r)
     mem = read_meminfo(r)
     total = mem.get("MemTotal", 8.0)

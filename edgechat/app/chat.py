@@ -40,6 +40,9 @@ def finite(logits, position: int):
 class Chat:
     def __init__(self, engine: Engine, system: str | None = None, **sampling):
         self.engine = engine
+        d = engine.describe()
+        self.engine_facts = {"engine": d["engine"], "threads": d.get("threads"), "n_batch": d.get("n_batch"),
+                             "cpu_backend": (d.get("cpu_backend") or {}).get("label")}
         self.format = engine.chat_format  # the one conversation encoding (edgechat.core.conversation)
         self.system = system
         self.params = SamplingParams(**sampling)
@@ -125,7 +128,7 @@ class Chat:
 
             self.meter = environment_meter()
         energy_mark = self.meter.begin() if self.probes else None
-        stats = Stats(prompt_tokens=len(ids))
+        stats = Stats(prompt_tokens=len(ids), **self.engine_facts)
         reuse = min(common_prefix(self._cached, ids), len(ids) - 1)  # always run at least one token
         stats.cached_tokens, stats.prefill_tokens = reuse, len(ids) - reuse
         t_pre = time.perf_counter()

@@ -28,7 +28,18 @@ def describe_gguf(path: Path) -> dict:
         "tokenizer": f"{model} ({h.meta.get('tokenizer.ggml.pre')}), {n_vocab} tokens" if model else None,
         "chat_template": bool(h.meta.get("tokenizer.chat_template")),
         "size": size_report(path),
+        "runs_on": runs_on(path),
     }
+
+
+def runs_on(path: Path) -> dict:
+    """How llama.cpp would run the file here: its CPU variant (what this host's probe found so far) and threads."""
+    from runtimes import cpu_variants
+    from targets.host import physical_cores
+
+    c = cpu_variants.for_model(path)
+    return {"engine": "llama.cpp", "cpu_variant": c.variant, "cpu_backend": c.label(), "how": c.how,
+            "threads": physical_cores()}
 
 
 def describe(artifact: str | None) -> dict:
@@ -86,6 +97,9 @@ def text_view(info: dict) -> dict:
     size = out.pop("size", None)
     if size:
         out["bits per weight"] = f"{size['bpw']:.2f} ({shares_text(size, top=6)} of {size['weights']:,} weights)"
+    run = out.pop("runs_on", None)
+    if run:
+        out["runs on"] = f"{run['engine']} CPU variant {run['cpu_backend']}, {run['threads']} threads"
     manifest = dict(out.pop("manifest", None) or {})
     art = manifest.pop("artifact", None) or {}
     manifest.pop("imatrix", None)

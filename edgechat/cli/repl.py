@@ -25,8 +25,7 @@ def repl(chat) -> None:
         if not reply(chat, text):
             continue
         s = chat.last_reply.stats
-        console.print(f"\n[dim]{s.completion_tokens} tokens, TTFT {s.ttft_s * 1e3:.0f} ms, "
-                      f"{s.decode_tok_s:.1f} tok/s, stop: {s.stop_reason}[/dim]")
+        console.print(f"\n[dim]{s.describe()}[/dim]", highlight=False, soft_wrap=True)  # one line, piped or not
 
 
 def reply(chat, text: str) -> bool:

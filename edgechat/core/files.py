@@ -28,9 +28,19 @@ def file_sha256(path: Path) -> str:
     return sha256_of([path])
 
 
+def cache_dir(*parts: str) -> Path:
+    """edgechat's per-user cache ($EDGECHAT_CACHE_DIR, else $XDG_CACHE_HOME/edgechat, else ~/.cache/edgechat):
+    results that are slow to make and safe to remake (per-host probes, generated data), never artifacts."""
+    root = os.environ.get("EDGECHAT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgechat")
+    path = Path(root, *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write beside the target, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share a temp file
     tmp.write_text(text)
     tmp.replace(path)
     return path

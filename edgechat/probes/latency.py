@@ -30,10 +30,21 @@ class Stats:
     energy_j: float | None = None
     energy_source: str = "not measured"  # "measured: <reader>" or "estimated: <how>"
     j_per_token: float | None = None  # energy_j (prefill included) / completion_tokens
+    engine: str = ""  # what ran the reply, and how (the engine's describe())
+    threads: int | None = None
+    n_batch: int | None = None  # prompt tokens per engine call
+    cpu_backend: str | None = None  # llama.cpp's CPU variant, e.g. "zen4 (AVX2 AVX512 ...)"
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def describe(self) -> str:
+        """One line for a person: the reply's figures, then what ran it."""
+        ran = " ".join(x for x in (self.engine, self.cpu_backend) if x)
+        ran += f", {self.threads} threads" if self.threads else ""
+        return (f"{self.completion_tokens} tokens, TTFT {self.ttft_s * 1e3:.0f} ms, {self.decode_tok_s:.1f} tok/s, "
+                f"stop: {self.stop_reason}" + (f"; {ran}" if ran else ""))
 
 
 def peak_rss_mb() -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from targets import ProfileError, TargetError, list_profiles, load_profile
-from targets.host import host_profile
+from targets.host import host_profile, physical_cores
 from targets.profile import BACKENDS, PROFILES_DIR
 from tests.conftest import run_cli
 
@@ -83,7 +83,7 @@ def test_accelerators_and_the_engines_that_reach_them():
 
 def test_host_is_this_machine():
     p = load_profile("host", measure=False)
-    assert p.cpu.cores == len(os.sched_getaffinity(0)) == p.cpu.threads
+    assert p.cpu.cores == len(os.sched_getaffinity(0)) and p.cpu.threads == physical_cores() <= p.cpu.cores
     assert p.power.assumed
     total_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
     assert p.memory.total_gb == pytest.approx(total_kb * 1024 / 1e9)
@@ -94,6 +94,19 @@ def test_host_measures_bandwidth_and_compute():
     assert p.cpu.threads == 1
     assert p.cpu.bandwidth_gbs > 0 and p.cpu.fp32_gflops > 0
     assert "numpy" in p.measured["bandwidth_gbs"]["method"]
+
+
+HT_CPUINFO = "".join(f"processor\t: {i}\nphysical id\t: 0\ncore id\t\t: {i % 2}\nflags\t\t: fpu avx2\n\n"
+                     for i in range(4))  # two cores, each with two hyper-threads (CPUs 0 and 2 share core 0)
+
+
+def test_threads_are_physical_cores_not_hyper_threads(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text(HT_CPUINFO)
+    assert physical_cores(tmp_path, cpus={0, 1, 2, 3}) == 2
+    assert physical_cores(tmp_path, cpus={0, 2}) == 1  # siblings: one core
+    assert physical_cores(tmp_path, cpus={0, 1}) == 2
+    assert physical_cores(FIX / "host" / "aarch64", cpus={0, 1, 2, 3}) == 4  # no topology lines: one per CPU
 
 
 def test_host_from_an_arm_proc_tree():

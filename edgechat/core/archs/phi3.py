@@ -7,7 +7,6 @@ window shorter than the context (Phi-3-mini-4k's 2047) is refused for GGUF by na
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from edgechat.core.archs import register
 from edgechat.core.archs.family import Family
@@ -50,6 +49,8 @@ class Phi3(Family):
         return out
 
     def to_checkpoint(self, state: dict, c: ModelConfig) -> dict:
+        import torch  # here, not at the top: every family module loads on first use (inspect stays torch-free)
+
         out = {}
         for name, t in state.items():
             if name.endswith("self_attn.q_proj.weight"):

@@ -10,6 +10,7 @@ from edgechat.core.errors import EdgechatError
 from runtimes.base import Engine
 from runtimes.llama_cpp_engine import LlamaCppEngine
 from runtimes.torch_engine import TorchEngine
+from targets.host import physical_cores
 from tests.conftest import PARIS_SYSTEM, run_cli
 
 QUESTION = "What is the capital of France?"
@@ -23,6 +24,10 @@ def test_smollm_answers_paris_through_load(smollm_out, quant):
     s = reply.stats
     assert s.stop_reason == "eos" and s.completion_tokens == len(reply.token_ids) > 0
     assert s.ttft_s > 0 and s.prefill_tok_s > 0 and s.decode_tok_s > 0 and s.prompt_tokens == s.prefill_tokens
+    # what ran it: llama.cpp's CPU variant, one thread per physical core, the prompt batch
+    backend = chat.engine.describe()["cpu_backend"]
+    assert (s.engine, s.threads, s.n_batch, s.cpu_backend) == ("llama.cpp", physical_cores(), 512, backend["label"])
+    assert s.describe().endswith(f"; llama.cpp {backend['label']}, {physical_cores()} threads")
 
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
@@ -43,6 +48,7 @@ def test_cli_chat_repl(smollm_out):
     proc = run_cli("chat", str(smollm_out), "--quant", "q8_0", "--system", PARIS_SYSTEM, "--max-tokens", "24",
                    input=f"{QUESTION}\n/reset\n/exit\n", check=True)
     assert "Paris" in proc.stdout and "history cleared" in proc.stdout
+    assert "stop: eos; llama.cpp " in proc.stdout and f", {physical_cores()} threads" in proc.stdout
 
 
 def test_multi_turn_reuses_cache_and_keeps_history(smollm_out):

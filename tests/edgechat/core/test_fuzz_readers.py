@@ -54,8 +54,10 @@ def fuzz(reader: str, cases, work: Path) -> list[Path]:
 
 
 LLAMA_LOADS = """
-import sys, llama_cpp
-for p in sys.argv[1:]:
+import sys
+from runtimes import llama_lib
+llama_cpp = llama_lib.load(sys.argv[1])  # the CPU variant, chosen on the intact file
+for p in sys.argv[2:]:
     try:
         llm = llama_cpp.Llama(model_path=p, n_ctx=64, verbose=False)
         llm.eval(llm.tokenize(b"Once upon a time")[:8])
@@ -65,11 +67,11 @@ print("done")
 """
 
 
-def test_fuzz_gguf_header(cases, tmp_path):
+def test_fuzz_gguf_header(cases, stories_f32_gguf, tmp_path):
     accepted = fuzz("gguf", cases, tmp_path)
     assert accepted, "no mutated GGUF passed the checks: the llama.cpp half of the test ran on nothing"
-    proc = subprocess.run([sys.executable, "-c", LLAMA_LOADS, *map(str, accepted)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", LLAMA_LOADS, str(stories_f32_gguf), *map(str, accepted)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "done" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
 
 

@@ -1,0 +1,123 @@
+"""llama.cpp's CPU variants: the one loaded is one this CPU has the instructions for, the most basic one gives
+the same answers, a variant that crashes is ruled out by the child-process probe, bad choices are refused."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgechat.core.errors import EdgechatError
+from runtimes import cpu_variants
+
+PROMPT = "Once upon a time, there was a little"
+GREEDY = 16
+# the same fixed-prompt logits and greedy ids, in whatever process runs it
+RUN = """
+import json, sys
+import numpy as np
+from runtimes.llama_cpp_engine import LlamaCppEngine
+e = LlamaCppEngine(sys.argv[1], n_ctx=128, threads=2)
+ids = e.tokenize(%r, add_bos=e.add_bos)
+logits = e.forward(ids, 0)
+first, out = logits.copy(), []
+for i in range(%d):
+    out.append(int(logits.argmax()))
+    logits = e.forward([out[-1]], len(ids) + i)
+print(json.dumps({"logits": first.tolist(), "greedy": out, "backend": e.describe()["cpu_backend"]}))
+""" % (PROMPT, GREEDY)
+
+
+def cpuinfo_flags() -> set[str]:
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            flags.update(line.split(":", 1)[1].split())
+    return flags
+
+
+def run(model: Path, **env) -> dict:
+    p = subprocess.run([sys.executable, "-c", RUN, str(model)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **env})
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def best(stories_f32_gguf):
+    return run(stories_f32_gguf)
+
+
+def test_the_loaded_variant_uses_only_instructions_this_cpu_has(best):
+    b = best["backend"]
+    assert b["variant"] != "built-in", "llama-cpp-python was not built with GGML_BACKEND_DL (see the Makefile)"
+    isa = [f for f in b["features"] if f in cpu_variants.CPUINFO_FLAG]
+    assert "SSE3" in isa or "NEON" in isa, b  # the features were read from the loaded backend itself
+    missing = [f for f in isa if cpu_variants.CPUINFO_FLAG[f] not in cpuinfo_flags()]
+    assert not missing, f"{b['variant']} uses {missing}, which /proc/cpuinfo does not list"
+    assert b["label"].startswith(b["variant"] + " (")
+
+
+def test_the_best_ranked_variant_that_runs_is_chosen(best):
+    b = best["backend"]
+    scores = cpu_variants.Cache(cpu_variants.variants(cpu_variants.lib_dir())).data["scores"]
+    usable = {n: s for n, s in scores.items() if s > 0 and n not in b["rejected"]}
+    assert b["score"] == max(usable.values()), (b, scores)
+
+
+def test_the_most_basic_variant_gives_the_same_greedy_ids_and_logits(best, stories_f32_gguf):
+    basic = run(stories_f32_gguf, **{cpu_variants.ENV: "x64"})
+    assert basic["backend"]["variant"] == "x64" and basic["backend"]["how"] == "forced"
+    assert basic["greedy"] == best["greedy"]
+    diff = np.abs(np.array(basic["logits"]) - np.array(best["logits"])).max()
+    assert diff < 1e-3, f"F32 logits differ by {diff} between x64 and {best['backend']['variant']}"
+
+
+def test_forcing_an_unknown_variant_is_refused(stories_f32_gguf, monkeypatch):
+    monkeypatch.setenv(cpu_variants.ENV, "pentium")
+    with pytest.raises(EdgechatError, match=r"^EDGECHAT_CPU_VARIANT=pentium: no such llama.cpp CPU variant; "
+                                            r"this build has .*x64"):
+        cpu_variants.for_model(stories_f32_gguf)
+
+
+def test_forcing_a_variant_the_cpu_cannot_run_is_refused(stories_f32_gguf, monkeypatch):
+    libs = cpu_variants.variants(cpu_variants.lib_dir())
+    scores = cpu_variants.scores(libs, cpu_variants.Cache(libs))
+    lacking = sorted(n for n, s in scores.items() if s == 0)
+    if not lacking:
+        pytest.skip("this CPU runs every variant of the build")
+    monkeypatch.setenv(cpu_variants.ENV, lacking[0])
+    with pytest.raises(EdgechatError) as e:
+        cpu_variants.for_model(stories_f32_gguf)
+    assert str(e.value) == f"EDGECHAT_CPU_VARIANT={lacking[0]}: that variant needs instructions this CPU does not have"
+
+
+FAULTY = r"""
+int ggml_backend_score(void) { return 1 << 30; }      /* ranks above every real variant */
+void *ggml_backend_init(void) { __builtin_trap(); }    /* and dies (SIGILL) as soon as ggml loads it */
+"""
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler to build the faulting variant")
+def test_a_variant_that_crashes_is_ruled_out_and_remembered(stories_f32_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECHAT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(cpu_variants.ENV, raising=False)
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    real = cpu_variants.variants(cpu_variants.lib_dir())
+    for name in ("x64", "sse42"):
+        (libs / real[name].name).symlink_to(real[name])
+    (tmp_path / "faulty.c").write_text(FAULTY)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(libs / "libggml-cpu-faulty.so"), str(tmp_path / "faulty.c")],
+                   check=True)
+    types = {"F32"}
+    first = cpu_variants.choose(libs, stories_f32_gguf, types)
+    assert (first.variant, first.how) == ("sse42", "probed")
+    assert first.rejected == {"faulty": "killed by SIGILL running stories-f32.gguf"}
+    again = cpu_variants.choose(libs, stories_f32_gguf, types)
+    assert (again.variant, again.how, again.rejected) == ("sse42", "cached", first.rejected)
