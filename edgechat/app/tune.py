@@ -30,6 +30,7 @@ class TuneOptions:
     bpw: list[float] | None = None  # GGUF --bpw plans; None: two between the smallest file possible and Q8_0
     budget_minutes: float = 5.0  # distillation wall time per student; 0: the quantization plans only
     device: str = "cpu"
+    teacher_data: int = 0  # students learn from this many teacher-written conversations (0: chit-chat)
     kept: list[float] | None = None  # students' kept-parameter fractions (default: what the budget recovers)
     student_quant: str = "q4_k_m"
     eval_data: str | None = None
@@ -126,9 +127,9 @@ def greedy_match(teacher, paths: list[Path], opts: TuneOptions, steps) -> dict[P
     return out
 
 
-def speeds(paths: list[Path], opts: TuneOptions, steps) -> tuple[dict, dict]:
+def speeds(paths: list[Path], targets: list[str], opts: TuneOptions, steps) -> tuple[dict, dict]:
     """Decode tok/s measured here (profiling run: each artifact in its own process, interleaved, medians) and
-    the planner's estimate for the target; plus the machine's load during the run."""
+    the planner's estimate for each target; plus the machine's load during the run."""
     from edgechat.app.profiling import artifact_facts, run_profiling
 
     steps.step(f"measuring decode speed here ({len(paths)} artifacts interleaved, {opts.runs} rounds)")
@@ -136,14 +137,45 @@ def speeds(paths: list[Path], opts: TuneOptions, steps) -> tuple[dict, dict]:
                         target="host", progress=False)
     out = {}
     for row in run["results"]:
-        est = (row["estimate"] or {}).get("decode_tok_s")
-        if opts.target != "host":
-            facts = artifact_facts(row["path"], opts.target, max(round(row["prompt_tokens_mean"]), 1),
+        est = {}
+        for t in targets:
+            facts = artifact_facts(row["path"], t, max(round(row["prompt_tokens_mean"]), 1),
                                    max(round(row["completion_tokens_mean"]), 1), run["n_ctx"])
-            est = (facts["estimate"] or {}).get("decode_tok_s")
-        out[Path(row["path"])] = {"here": row["decode_tok_s"]["median"], "target_est": est}
+            est[t] = (facts["estimate"] or {}).get("decode_tok_s")
+        out[Path(row["path"])] = {"here": row["decode_tok_s"]["median"], "est": est}
     return out, {"load_avg": run["load_avg"], "load_avg_after": run["load_avg_after"], "threads": run["threads"],
                  "warning": run["machine"]["warning"]}
+
+
+def measure(source, teacher, fmt: str, targets: list[str], opts: TuneOptions, work: Path, steps):
+    """Every candidate built in `work` and measured: quality, greedy match, speed here and on each target."""
+    rows, budget = build_candidates(source, teacher, fmt, opts, work, steps)
+    paths = [r["dir"] / r["file"] for r in rows]
+    match = greedy_match(teacher, paths, opts, steps)
+    speed, machine = speeds(paths, targets, opts, steps)
+    for r, p in zip(rows, paths):
+        r.update(match=match[p], decode_tok_s_here=speed[p]["here"], estimates=speed[p]["est"])
+    return rows, budget, machine
+
+
+def for_target(rows: list[dict], target: str, key: str, bound: float) -> tuple[list[dict], dict | None]:
+    """The frontier on one target: its speed axis (on host the speed measured here, elsewhere the planner's
+    estimate), the dominated points, and the chosen candidate (None when none meets the constraint)."""
+    rows = [{k: v for k, v in r.items() if k != "chosen"} for r in rows]
+    for r in rows:
+        r["decode_tok_s_target"] = r["estimates"][target]
+        r["speed"] = r["decode_tok_s_here"] if target == "host" else r["decode_tok_s_target"]
+    frontier.mark_dominated(rows)
+    best = frontier.choose(rows, key, bound)
+    if best:
+        best["chosen"] = True
+    return rows, best
+
+
+def write_frontier(rows, out: Path, stem: str, title: str, notes: list[str], key: str, bound: float) -> list[str]:
+    frontier.write_markdown(rows, out / f"{stem}.md", title, notes)
+    frontier.write_chart(rows, out / f"{stem}.png", title, key, bound)
+    return [f"{stem}.md", f"{stem}.png"]
 
 
 def candidate_row(name: str, kind: str, art: dict, manifest: dict, cdir: Path, kept: float | None) -> dict:
@@ -167,7 +199,7 @@ def build_candidates(source, teacher, fmt: str, opts: TuneOptions, work: Path, s
         from converters.distill import DistillConfig
         from edgechat.app.recipe import ExportSection, PruneOptions, Recipe
 
-        cfg = DistillConfig(device=opts.device)
+        cfg = DistillConfig(device=opts.device, teacher_data=opts.teacher_data)
         steps.step(f"timing distillation steps on {opts.device} for the {opts.budget_minutes:g}-minute budget")
         budget = plan_budget(teacher, cfg, opts.budget_minutes).as_dict()
         for kept in opts.kept or budget["kept_fractions"]:
@@ -189,27 +221,17 @@ def tune(source, out_dir: str | Path, opts: TuneOptions, steps) -> dict:
         work = tmp / "candidates"
         steps.step(f"loading {source or 'the default model (SmolLM2-135M-Instruct)'}")
         teacher = load_model(source)
-        rows, budget = build_candidates(source, teacher, fmt, opts, work, steps)
-        paths = [r["dir"] / r["file"] for r in rows]
-        match = greedy_match(teacher, paths, opts, steps)
-        speed, machine = speeds(paths, opts, steps)
-        for r, p in zip(rows, paths):
-            r.update(match=match[p], decode_tok_s_here=speed[p]["here"], decode_tok_s_target=speed[p]["target_est"])
-            r["speed"] = r["decode_tok_s_here"] if opts.target == "host" else r["decode_tok_s_target"]
-        frontier.mark_dominated(rows)
-        best = frontier.choose(rows, key, bound)
-        if best:
-            best["chosen"] = True
+        rows, budget, machine = measure(source, teacher, fmt, [opts.target], opts, work, steps)
+        rows, best = for_target(rows, opts.target, key, bound)
         steps.step("writing the frontier and the chosen artifact")
         title = (f"tune {teacher.name} for {opts.target}: {len(rows)} candidates, "
                  f"{frontier.CONSTRAINTS[key][0]} {bound:g}")
         notes = frontier_notes(opts, key, bound, best, budget, machine)
-        frontier.write_markdown(rows, tmp / "frontier.md", title, notes)
-        frontier.write_chart(rows, tmp / "frontier.png", title, key, bound)
+        files = write_frontier(rows, tmp, "frontier", title, notes, key, bound)
         record = {"target": opts.target, "constraint": {key: bound}, "chosen": best["name"] if best else None,
                   "budget": budget, "machine": machine, "options": {k: v for k, v in vars(opts).items()},
                   "frontier": [{k: v for k, v in r.items() if k not in ("dir", "manifest")} for r in rows],
-                  "files": ["frontier.md", "frontier.png"]}
+                  "files": files}
         if best:
             m = best["manifest"]
             art = next(a for a in m["artifacts"] if a["file"] == best["file"])

@@ -33,6 +33,8 @@ from targets import schemes
               "how hard students are pruned: light on a CPU budget, heavier only where it buys the tokens.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Where students are distilled.")
+@click.option("--teacher-data", default=0, show_default=True, help="Distill the students on N conversations "
+              "whose replies the source writes (cached; 0: on chit-chat dialogues).")
 @click.option("--kept", type=float, multiple=True, help="Students keeping this fraction of the parameters "
               "(default: the ratios the budget can recover). Repeatable.")
 @click.option("--student-quant", default="q4_k_m", show_default=True, help="Quant of the students' artifacts.")
@@ -43,7 +45,7 @@ from targets import schemes
 @click.option("--no-imatrix", is_flag=True, help="Quantize without an importance matrix.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def tune(source, out_dir, target, max_mib, min_decode_tok_s, max_kld, quants, bpw, no_bpw, budget_minutes, device,
-         kept, student_quant, eval_data, prompts, runs, threads, no_imatrix, as_json):
+         teacher_data, kept, student_quant, eval_data, prompts, runs, threads, no_imatrix, as_json):
     """Try SOURCE's candidates and keep the best that meets one constraint.
 
     Candidates: SOURCE at each quant scheme and --bpw plan, and pruned + distilled students (blocks removed by
@@ -57,7 +59,8 @@ def tune(source, out_dir, target, max_mib, min_decode_tok_s, max_kld, quants, bp
     from edgechat.reports.progress import Steps
 
     opts = TuneOptions(target=target, max_mib=max_mib, min_decode_tok_s=min_decode_tok_s, max_kld=max_kld,
-                       budget_minutes=budget_minutes, device=device, kept=list(kept) or None,
+                       budget_minutes=budget_minutes, device=device,
+                       teacher_data=teacher_data, kept=list(kept) or None,
                        student_quant=student_quant.lower(), eval_data=eval_data, prompts=prompts, runs=runs,
                        threads=threads, imatrix=not no_imatrix)
     if quants:
