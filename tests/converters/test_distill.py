@@ -62,12 +62,15 @@ def test_vocabulary_mismatch_refused(stories_model, tiny_qwen2_dir):
         distill(stories_model, load_model(tiny_qwen2_dir), DistillConfig(steps=1))
 
 
-def test_ddp_two_processes_match_one(stories_model, tmp_path):
-    """Same global batch (4 sequences): 1 process x 2 micro-batches vs 2 torchrun processes x 1."""
+@pytest.mark.parametrize("data", [[], ["--teacher-data", "24"]], ids=["chit-chat", "teacher-data"])
+def test_ddp_two_processes_match_one(stories_model, tmp_path, data):
+    """Same global batch (4 sequences): 1 process x 2 micro-batches vs 2 torchrun processes x 1. On teacher data
+    each run writes its own cache: under torchrun rank 0 generates while rank 1 waits, then reads it."""
     student_dir = tmp_path / "student"
     write_hf(pruned_student(stories_model), student_dir)
     teacher = str(stories_model.source["path"])
-    common = ["distill", teacher, str(student_dir), "--steps", "6", "--micro-batch", "2", "--seq-len", "64", "--seed", "3"]
+    common = ["distill", teacher, str(student_dir), "--steps", "6", "--micro-batch", "2", "--seq-len", "64", "--seed", "3",
+              *data]
     runs = {
         1: [sys.executable, "-m", "edgechat.cli", *common, "--grad-accum", "2"],
         2: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
@@ -76,12 +79,16 @@ def test_ddp_two_processes_match_one(stories_model, tmp_path):
     logs = {}
     for n, cmd in runs.items():
         out, log = tmp_path / f"out{n}", tmp_path / f"log{n}.json"
+        env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "EDGECHAT_CACHE_DIR": str(tmp_path / f"cache{n}")}
         proc = subprocess.run([*cmd, "-o", str(out), "--loss-log", str(log)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                              timeout=600, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         logs[n] = json.loads(log.read_text())
         assert (out / "config.json").exists()
     assert logs[2]["world_size"] == 2
+    if data:
+        assert logs[1]["teacher_data"]["sha256"] == logs[2]["teacher_data"]["sha256"]
+        assert logs[2]["teacher_data"]["conversations"] == 24
     one, two = [x[1] for x in logs[1]["log"]], [x[1] for x in logs[2]["log"]]
     assert len(one) == len(two) == 6
     assert max(abs(a - b) for a, b in zip(one, two)) < 1e-4 * max(one)
