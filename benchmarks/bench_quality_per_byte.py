@@ -84,7 +84,8 @@ def decode_speeds(files: dict[str, Path], rounds: int, tokens: int) -> dict[str,
     return speeds
 
 
-def chart(rows: list[dict], path: Path) -> None:
+def chart(rows: list[dict], path: Path, pte: list[dict] | None = None) -> None:
+    """GGUF rows (llama.cpp's own files marked) and, from bench_quality_per_byte_pte, .pte rows (green)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,14 +99,26 @@ def chart(rows: list[dict], path: Path) -> None:
                        color="tab:blue" if ours else "tab:red", zorder=3)
             ax.annotate(r["name"].replace("edgechat ", ""), (r[key], r["wiki_kld"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
+        for r in pte or []:
+            if r.get(key) is None:
+                continue
+            program = r["how"] == "ExecuTorch"
+            ax.scatter(r[key], r["wiki_kld"], marker="^", s=60 if program else 30, zorder=3,
+                       color="tab:green" if program else "none", edgecolors="tab:green")
+            ax.annotate(r["name"].replace(" (.pte)", ""), (r[key], r["wiki_kld"]), fontsize=6, color="tab:green",
+                        xytext=(4, -8), textcoords="offset points")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mean KLD vs fp32 (WikiText-2)")
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
     axes[0].scatter([], [], marker="s", color="tab:red", label="llama.cpp's own files")
-    axes[0].scatter([], [], marker="o", color="tab:blue", label="edgechat")
+    axes[0].scatter([], [], marker="o", color="tab:blue", label="edgechat GGUF")
+    if pte:
+        axes[0].scatter([], [], marker="^", color="tab:green", label="edgechat .pte (ExecuTorch)")
+        axes[0].scatter([], [], marker="^", color="none", edgecolors="tab:green",
+                        label=".pte variant, torchao eager (predicted size)")
     axes[0].legend(loc="upper right")
-    fig.suptitle("SmolLM2-135M-Instruct GGUF: quality per byte and per decode speed")
+    fig.suptitle("SmolLM2-135M-Instruct GGUF" + (" and .pte" if pte else "") + ": quality per byte and per decode speed")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

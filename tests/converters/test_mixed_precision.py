@@ -69,11 +69,11 @@ def test_budget_below_the_smallest_types_is_refused(stories_dir, tmp_path):
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
-def test_budget_needs_gguf(stories_dir, tmp_path):
-    proc = run_cli("convert", str(stories_dir), "-o", str(tmp_path / "p"), "--format", "pte", "--bpw", "5")
+def test_budget_needs_gguf_or_pte(stories_dir, tmp_path):
+    proc = run_cli("convert", str(stories_dir), "-o", str(tmp_path / "p"), "--format", "hf", "--bpw", "5")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("edgechat: error: --bpw/--size-mib choose per-tensor GGUF types: add --format gguf "
-                                   "(the .pte per-module plan is not made yet)")
+    assert proc.stderr.strip() == ("edgechat: error: --bpw/--size-mib choose per-tensor GGUF types or per-module .pte "
+                                   "types: add --format gguf or --format pte")
 
 
 def test_choose_types_spends_the_budget_best():
