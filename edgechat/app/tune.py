@@ -71,6 +71,10 @@ def check_options(opts: TuneOptions) -> str:
             raise EdgechatError(f"--kept {k:g} is out of range: give the fraction of parameters a student keeps, in (0, 1)")
     if opts.budget_minutes < 0:
         raise EdgechatError(f"--budget-minutes must be 0 (no students) or more, got {opts.budget_minutes:g}")
+    if opts.budget_minutes > 0:  # an unusable training device fails now, not after the quantized candidates
+        from converters.distill import DistillConfig, train_device
+
+        train_device(DistillConfig(device=opts.device))
     return fmt
 
 
