@@ -1,0 +1,46 @@
+"""The distillation options on the command line: convert with --teacher-data records the set's hash and the
+precision in the manifest; bad values fail before any model work; --help explains them."""
+import json
+import os
+import subprocess
+import sys
+
+from edgechat.core.files import file_sha256
+from tests.conftest import ROOT, run_cli
+
+
+def edgechat(*args, cache):
+    return subprocess.run([sys.executable, "-m", "edgechat.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900, env={**os.environ, "EDGECHAT_CACHE_DIR": str(cache)})
+
+
+def test_convert_on_teacher_data_records_hash_and_precision(stories_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = edgechat("convert", str(stories_dir), "-o", str(out), "--quant", "f32", "--no-eval", "--prune-ffn", "0.5",
+                    "--distill-steps", "4", "--teacher-data", "12", "--magpie-share", "0.25", "--precision", "fp32",
+                    cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads((out / "edgechat.json").read_text())["compression"]["distill"]
+    assert d["precision"] == "fp32" and d["config"]["teacher_data"] == 12
+    td = d["teacher_data"]
+    (cached,) = (tmp_path / "cache" / "teacher-data").glob("*.jsonl")
+    assert td["path"] == str(cached) and td["sha256"] == file_sha256(cached)
+    assert td["conversations"] == 12 and td["prompt_sources"] == {"chitchat": 9, "magpie": 3}
+    assert len(cached.read_text().splitlines()) == 12
+
+
+def test_bad_magpie_share_refused_before_model_work(stories_dir, tmp_path):
+    proc = edgechat("convert", str(stories_dir), "-o", str(tmp_path / "out"), "--prune-ffn", "0.5", "--distill-steps",
+                    "4", "--teacher-data", "12", "--magpie-share", "2", cache=tmp_path / "cache")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "edgechat: error: --magpie-share must be between 0 and 1, got 2.0"
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_explains_the_options():
+    for command in ("distill", "convert"):
+        text = " ".join(run_cli(command, "--help", check=True).stdout.split())
+        assert "--teacher-data INTEGER Train on N conversations whose replies the teacher writes" in text
+        assert "--magpie-share FLOAT" in text and "(Magpie)" in text and "--prompts PATH" in text
+        assert "--precision [auto|fp32|bf16]" in text and "AVX512-BF16/AMX" in text
+    assert "--loss-chunk INTEGER" in " ".join(run_cli("distill", "--help", check=True).stdout.split())
