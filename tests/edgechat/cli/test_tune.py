@@ -98,7 +98,6 @@ def test_tune_refuses_an_impossible_constraint_with_the_closest_figures(stories_
     (["--max-mib", "0"], "--max-mib must be above 0, got 0"),
     (["--target", "toaster"], None),
     (["--kept", "1.5"], "--kept 1.5 is out of range: give the fraction of parameters a student keeps, in (0, 1)"),
-    (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--max-mib", "-1"], None),
     (["--quant", "8da4w"], "tune makes GGUF candidates (--bpw plans are GGUF): give GGUF quants (f32, f16, q8_0, q4_0, q4_k_m)"),
 ])
 def test_tune_refuses_bad_options_before_any_model_work(stories_dir, tmp_path, args, message):
@@ -108,4 +107,15 @@ def test_tune_refuses_bad_options_before_any_model_work(stories_dir, tmp_path, a
     assert len(lines) == 1 and lines[0].startswith("edgechat: error: "), proc.stderr
     if message:
         assert lines[0] == f"edgechat: error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tune_refuses_an_absent_training_device_first(stories_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    proc = run_cli("tune", str(stories_dir), "-o", str(tmp_path / "out"), "--device", "cuda")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "edgechat: error: distillation device 'cuda' is not available: torch sees no CUDA GPU here")
     assert list(tmp_path.iterdir()) == []
