@@ -46,6 +46,7 @@ class DistillConfig:
     prompts: str | None = None  # user turns, one a line (or JSONL); default: chit-chat first turns
     magpie_share: float = 0.25  # share of prompts the teacher writes itself from the template's user prefix
     reply_tokens: int = 128  # most tokens per teacher reply
+    student_share: float = 0.0  # share of replies sampled from the student instead, scored by the teacher (GKD)
     log: list = field(default_factory=list)
 
 

@@ -27,7 +27,7 @@ def check_inputs(recipe: Recipe) -> None:
             from edgechat.app.teacher_data import check_options, read_prompts
 
             d = recipe.distill
-            check_options(d.teacher_data, d.magpie_share, d.reply_tokens)
+            check_options(d.teacher_data, d.magpie_share, d.reply_tokens, d.student_share)
             if d.prompts:
                 read_prompts(d.prompts)
 
@@ -67,7 +67,7 @@ def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> t
         if cfg.teacher_data:
             from edgechat.app.teacher_data import for_config
 
-            dataset = for_config(teacher, cfg, progress=steps)
+            dataset = for_config(teacher, cfg, progress=steps, student=student)
         distill(teacher, student, cfg, progress=steps, dataset=dataset.packed(cfg.seq_len) if dataset else None)
         record["distill"] = {"config": config_dict(cfg), "precision": train_precision(cfg),
                              "teacher_data": dataset.record() if dataset else None, "first": cfg.log[0],

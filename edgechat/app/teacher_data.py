@@ -35,6 +35,7 @@ class TeacherData:
     sha256: str
     options: dict = field(default_factory=dict)
     cached: bool = False
+    student_replies: int = 0  # replies sampled from the student (on-policy, GKD-style), not part of the cached set
 
     def packed(self, seq_len: int):
         """The sequences and masks as converters.distill trains on them."""
@@ -47,7 +48,7 @@ class TeacherData:
         counts = {s: self.sources.count(s) for s in sorted(set(self.sources))}
         return {"path": self.path, "sha256": self.sha256, "conversations": len(self.conversations),
                 "prompt_sources": counts, "assistant_tokens": sum(sum(m) for m in self.masks),
-                "options": self.options}
+                "student_replies": self.student_replies, "options": self.options}
 
 
 def assistant_mask(fmt, messages: list[dict]) -> tuple[list[int], list[bool]]:
@@ -125,16 +126,17 @@ def magpie_prompts(chat, count: int, seed: int) -> list[str]:
     return out
 
 
-def open_teacher_engine(teacher: Model, gguf_path, tmp: str):
-    """llama.cpp on the given GGUF, on the teacher's own file when it is one, else on an F32 GGUF of it written
-    to `tmp`; the torch reference when llama.cpp is not installed. F32 K/V, so replies are the teacher's."""
+def open_teacher_engine(teacher: Model, gguf_path, tmp: str, own_file: bool = True):
+    """llama.cpp on the given GGUF, on the teacher's own file when it is one (own_file: a pruned student keeps
+    its teacher's source record, not its weights), else on an F32 GGUF of it written to `tmp`; the torch
+    reference when llama.cpp is not installed. F32 K/V, so replies are the model's own."""
     from runtimes import open_engine
 
     if importlib.util.find_spec("llama_cpp") is None:
         from runtimes.torch_engine import TorchEngine
 
         return TorchEngine(teacher, n_ctx=1024)
-    if gguf_path is None and teacher.source.get("kind") in ("gguf", "default"):
+    if gguf_path is None and own_file and teacher.source.get("kind") in ("gguf", "default"):
         gguf_path = teacher.source["path"]
     if gguf_path is None:
         from converters.gguf_writer import write_gguf
@@ -153,11 +155,13 @@ def teacher_hash(teacher: Model) -> str:
     return h.hexdigest()
 
 
-def check_options(n: int, magpie_share: float, reply_tokens: int) -> None:
+def check_options(n: int, magpie_share: float, reply_tokens: int, student_share: float = 0.0) -> None:
     if n < 1:
         raise EdgechatError(f"--teacher-data must be at least 1 conversation, got {n}")
     if not 0 <= magpie_share <= 1:
         raise EdgechatError(f"--magpie-share must be between 0 and 1, got {magpie_share}")
+    if not 0 <= student_share <= 1:
+        raise EdgechatError(f"--student-share must be between 0 and 1, got {student_share}")
     if reply_tokens < 1:
         raise EdgechatError(f"the teacher's replies need at least 1 token, got reply_tokens = {reply_tokens}")
 
@@ -193,12 +197,52 @@ def teacher_conversations(teacher: Model, gguf_path: str | Path | None = None, n
                        [e[1] for e in encoded], str(path), file_sha256(path), options, cached)
 
 
-def for_config(teacher: Model, cfg, gguf_path: str | Path | None = None, progress=None) -> TeacherData:
-    """The set a converters.distill.DistillConfig asks for (cfg.teacher_data conversations)."""
+def for_config(teacher: Model, cfg, gguf_path: str | Path | None = None, progress=None,
+               student: Model | None = None) -> TeacherData:
+    """The set a converters.distill.DistillConfig asks for (cfg.teacher_data conversations), with
+    cfg.student_share of the replies sampled from `student`."""
     if cfg.data:
         raise EdgechatError("give the distillation either a data file or --teacher-data, not both")
-    return teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
+    data = teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
                                  magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens, progress=progress)
+    if cfg.student_share and student is not None:
+        data = with_student_replies(data, student, cfg.student_share, cfg.seed, cfg.reply_tokens, progress)
+    return data
+
+
+def with_student_replies(data: TeacherData, student: Model, share: float, seed: int, reply_tokens: int,
+                         progress=None) -> TeacherData:
+    """On-policy data, GKD-style: round(share * n) of the replies re-sampled from the student (temperature 1,
+    seeded), which the teacher's logits then score in training. Sampled once, from the student as it is before
+    training (the converters cannot run an engine mid-training), and never cached: the student changes."""
+    import random
+
+    from edgechat.app.chat import Chat
+
+    if not 0 <= share <= 1:
+        raise EdgechatError(f"--student-share must be between 0 and 1, got {share}")
+    n = len(data.conversations)
+    pick = sorted(random.Random(seed).sample(range(n), round(n * share)))
+    convos, sources = [list(c) for c in data.conversations], list(data.sources)
+    advance = progress.step("student replies (on-policy)", total=len(pick)) if progress else None
+    with tempfile.TemporaryDirectory(prefix="edgechat-student-") as tmp:
+        engine = open_teacher_engine(student, None, tmp, own_file=False)
+        try:
+            chat = Chat(engine, temperature=1.0, max_tokens=reply_tokens)
+            chat.probes = False
+            for k, i in enumerate(pick):
+                chat.messages = []
+                reply = chat.send(convos[i][0]["content"], seed=seed * 100003 + i)
+                convos[i] = [convos[i][0], {"role": "assistant", "content": reply.text}]
+                sources[i] += "+student"
+                if advance:
+                    advance(k + 1)
+        finally:
+            engine.close()
+    fmt = student.chat_format()
+    encoded = [assistant_mask(fmt, c) for c in convos]
+    return TeacherData(convos, sources, [e[0] for e in encoded], [e[1] for e in encoded], data.path, data.sha256,
+                       {**data.options, "student_share": share}, data.cached, len(pick))
 
 
 def generate(teacher, gguf_path, n_given, n_magpie, seed, given, reply_tokens, corpus_start, progress) -> list[dict]:

@@ -31,6 +31,8 @@ TEACHER_DATA_OPTIONS = [
                  "a line (or JSONL with \"prompt\" or \"messages\"); default: chit-chat first turns."),
     click.option("--magpie-share", type=float, help="With --teacher-data: the share of user turns the teacher writes "
                  "itself from its chat template's user prefix (Magpie) [default: 0.25]."),
+    click.option("--student-share", type=float, help="With --teacher-data: the share of replies sampled from the "
+                 "student (before training) instead, scored by the teacher's logits (on-policy, GKD-style) [default: 0]."),
     click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), help=PRECISION_HELP + " [default: auto]"),
 ]
 
@@ -41,15 +43,16 @@ def teacher_data_options(fn):
     return fn
 
 
-def apply_teacher_data(cfg, teacher_data=None, prompts=None, magpie_share=None, precision=None) -> None:
-    """The --teacher-data / --prompts / --magpie-share / --precision values laid over a DistillConfig."""
+def apply_teacher_data(cfg, teacher_data=None, prompts=None, magpie_share=None, student_share=None,
+                       precision=None) -> None:
+    """The --teacher-data / --prompts / --magpie-share / --student-share / --precision values over a DistillConfig."""
     for key, value in (("teacher_data", teacher_data), ("prompts", prompts), ("magpie_share", magpie_share),
-                       ("precision", precision)):
+                       ("student_share", student_share), ("precision", precision)):
         if value is not None:
             setattr(cfg, key, value)
 
 
-def distill_dataset(teacher, cfg, progress=None, rank: int = 0, world: int = 1):
+def distill_dataset(teacher, cfg, progress=None, rank: int = 0, world: int = 1, student=None):
     """The teacher-written set for cfg (None when cfg trains on chit-chat / a data file). Under torchrun rank 0
     generates it and the others read it from the cache."""
     if not cfg.teacher_data:
@@ -60,8 +63,8 @@ def distill_dataset(teacher, cfg, progress=None, rank: int = 0, world: int = 1):
         import torch
 
         torch.distributed.barrier()
-        return for_config(teacher, cfg)
-    data = for_config(teacher, cfg, progress=progress)
+        return for_config(teacher, cfg, student=student)
+    data = for_config(teacher, cfg, progress=progress, student=student)
     if world > 1:
         import torch
 
@@ -119,7 +122,7 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
 
         cfg.steps = plan_budget(t_model, cfg, budget_minutes, student=s_model).steps
     with Steps(enabled=rank == 0) as steps_ui:
-        dataset = distill_dataset(t_model, cfg, steps_ui, rank, world)
+        dataset = distill_dataset(t_model, cfg, steps_ui, rank, world, student=s_model)
         run_distill(t_model, s_model, cfg, progress=steps_ui,
                     dataset=dataset.packed(cfg.seq_len) if dataset else None)
     if rank == 0:

@@ -97,3 +97,21 @@ def test_empty_prompts_file_refused(tmp_path):
     (tmp_path / "p.txt").write_text("\n\n")
     with pytest.raises(EdgechatError, match=re.escape(f"the prompts file {tmp_path / 'p.txt'} holds no prompt")):
         read_prompts(tmp_path / "p.txt")
+
+
+def test_student_share_replaces_replies_with_the_students(stories_model, stories_data):
+    """On-policy (GKD-style): half the replies sampled from the pruned student, the rest still the teacher's."""
+    from edgechat.app.teacher_data import with_student_replies
+    from tests.converters.test_distill import pruned_student
+
+    student = pruned_student(stories_model)
+    mixed = with_student_replies(stories_data, student, 0.5, seed=0, reply_tokens=32)
+    changed = [i for i, s in enumerate(mixed.sources) if s.endswith("+student")]
+    assert len(changed) == 4 and mixed.student_replies == 4 and mixed.record()["student_replies"] == 4
+    for i, (old, new) in enumerate(zip(stories_data.conversations, mixed.conversations)):
+        assert new[0] == old[0]
+        assert (new[1] != old[1]) == (i in changed)
+    fmt = student.chat_format()
+    for convo, ids, mask in zip(mixed.conversations, mixed.sequences, mixed.masks):
+        assert (ids, mask) == assistant_mask(fmt, convo)
+    assert mixed.sha256 == stories_data.sha256  # the cached teacher set is untouched
