@@ -23,13 +23,9 @@ def check_inputs(recipe: Recipe) -> None:
 
     if recipe.distill:
         train_precision(recipe.distill, train_device(recipe.distill))
-        if recipe.distill.teacher_data:
-            from edgechat.app.teacher_data import check_options, read_prompts
+        from edgechat.app.teacher_data import check_config
 
-            d = recipe.distill
-            check_options(d.teacher_data, d.magpie_share, d.reply_tokens, d.student_share)
-            if d.prompts:
-                read_prompts(d.prompts)
+        check_config(recipe.distill)
 
     for path in (recipe.prune.calib, recipe.distill.data if recipe.distill else None, recipe.export.eval_data):
         if path:

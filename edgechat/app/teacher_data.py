@@ -197,12 +197,22 @@ def teacher_conversations(teacher: Model, gguf_path: str | Path | None = None, n
                        [e[1] for e in encoded], str(path), file_sha256(path), options, cached)
 
 
+def check_config(cfg) -> None:
+    """A DistillConfig's teacher-data options, checked before any model work."""
+    if not cfg.teacher_data:
+        return
+    if cfg.data:
+        raise EdgechatError("give the distillation either a data file or --teacher-data, not both")
+    check_options(cfg.teacher_data, cfg.magpie_share, cfg.reply_tokens, cfg.student_share)
+    if cfg.prompts:
+        read_prompts(cfg.prompts)
+
+
 def for_config(teacher: Model, cfg, gguf_path: str | Path | None = None, progress=None,
                student: Model | None = None) -> TeacherData:
     """The set a converters.distill.DistillConfig asks for (cfg.teacher_data conversations), with
     cfg.student_share of the replies sampled from `student`."""
-    if cfg.data:
-        raise EdgechatError("give the distillation either a data file or --teacher-data, not both")
+    check_config(cfg)
     data = teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
                                  magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens, progress=progress)
     if cfg.student_share and student is not None:

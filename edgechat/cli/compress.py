@@ -116,6 +116,10 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
                         checkpoint_every=checkpoint_every, device=device, loss_chunk=loss_chunk)
     apply_teacher_data(cfg, **tdata)
     precision = train_precision(cfg)
+    if cfg.teacher_data:
+        from edgechat.app.teacher_data import check_config
+
+        check_config(cfg)
     t_model, s_model = load_model(teacher), load_model(student)
     if budget_minutes is not None:
         from converters.budget import plan_budget
