@@ -167,24 +167,23 @@ def build_app(served: list[Served], api_key: str | None = None) -> Starlette:
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
             return f"data: {json.dumps(body)}\n\n"
 
+        # a piece's event is this around its JSON-quoted text: one small dumps per token, not the whole body
+        head, tail = chunk({"content": "\0"}).split(json.dumps("\0"))
+        end = object()
+        future.add_done_callback(lambda _f: queue.put_nowait((end, None)))  # after every piece the worker sent
+
         async def events():
             nonlocal gone
             try:
                 yield chunk({"role": "assistant", "content": ""})
-                while True:
-                    get = asyncio.ensure_future(queue.get())
-                    await asyncio.wait([get, future], return_when=asyncio.FIRST_COMPLETED)
-                    if get.done():
-                        yield chunk({"content": get.result()[1]})
-                        continue
-                    get.cancel()
-                    while not queue.empty():  # pieces that came with the end
-                        yield chunk({"content": queue.get_nowait()[1]})
-                    result = future.result()
-                    yield chunk({}, result["finish"], usage=usage(result["stats"]),
-                                edgechat=extension(s, result["stats"]))
-                    yield "data: [DONE]\n\n"
-                    return
+                while True:  # one await per piece (no task per token: the server's CPU competes with the engine's)
+                    kind, text = await queue.get()
+                    if kind is end:
+                        break
+                    yield head + json.dumps(text) + tail
+                result = future.result()
+                yield chunk({}, result["finish"], usage=usage(result["stats"]), edgechat=extension(s, result["stats"]))
+                yield "data: [DONE]\n\n"
             finally:
                 gone = True  # a client that went away mid-stream: the worker ends the reply at its next piece
 
