@@ -145,7 +145,10 @@ def run_profiling(artifacts: list[str], prompts: str | None = None, runs: int = 
         gen_mean = statistics.fmean(s["completion_tokens"] for s in mine)
         facts = artifact_facts(w.artifact, target, max(round(prompt_mean), 1), max(round(gen_mean), 1), n_ctx,
                                threads)
-        row = {"artifact": Path(w.artifact).name, "path": w.artifact, "engine": w.info["engine"],
+        variant = (w.info.get("cpu_backend") or "").split(" (")[0]  # "zen4 (AVX2 ...)": the tables show the name
+        row = {"artifact": Path(w.artifact).name, "path": w.artifact,
+               "engine": f"{w.info['engine']}/{variant}" if variant else w.info["engine"],
+               "cpu_backend": w.info.get("cpu_backend"), "engine_threads": w.info.get("threads"),
                "bytes": w.info["bytes"], **facts, "load_s": w.info["load_s"], "replies": len(mine),
                "prompt_tokens_mean": prompt_mean, "completion_tokens_mean": gen_mean,
                **{m: summary([s[m] for s in mine]) for m in METRICS},

@@ -21,6 +21,7 @@ def serve(rx: Connection, tx: Connection, artifact: str, options: dict) -> None:
 
         chat = edgechat.load(artifact, **options)
         tx.send({"ok": True, "engine": chat.engine.name, "bytes": chat.engine.model_bytes, "load_s": chat.load_s,
+                 "threads": chat.engine_facts["threads"], "cpu_backend": chat.engine_facts["cpu_backend"],
                  "energy_source": chat.meter.source, "pid": os.getpid()})
     except EdgechatError as e:
         tx.send({"ok": False, "error": str(e)})

@@ -55,6 +55,9 @@ def test_profile_json_has_every_reply_interleaved(profiled):
         assert r["energy_source"].startswith("estimated:") and r["j_per_token"]["mean"] > 0
         assert r["estimate"]["decode_tok_s"] > 0 and r["estimate"]["target"] == "host"
         assert r["load_s"] > 0 and r["bytes"] > 0
+        # the llama.cpp CPU variant that ran it, by name in the engine column, whole in cpu_backend
+        variant = r["cpu_backend"].split(" (")[0]
+        assert r["engine"] == f"llama.cpp/{variant}" and r["engine_threads"] == 1
     first_of_each_run = [next(s["artifact"] for s in d["samples"] if s["run"] == run).split("/")[-1] for run in (0, 1)]
     assert first_of_each_run == names  # the order rotates between runs
     m = d["machine"]
@@ -68,6 +71,7 @@ def test_profile_csv_and_markdown(profiled):
     assert float(rows[1]["tg_tok_s_mean"]) > 0 and float(rows[1]["peak_rss_mb"]) > 0 and rows[1]["quant"] == "q8_0"
     md = (profiled[0] / "profile.md").read_text()
     assert "| artifact | size | params | engine | threads | pp t/s | tg t/s |" in md
+    assert f"| {rows[0]['engine']} | 1 |" in md and rows[0]["engine"].startswith("llama.cpp/")
     assert " ± " in md and "Machine load: load average" in md and "Energy: estimated:" in md
 
 
