@@ -22,6 +22,8 @@ TARGETS = ["host", "rpi5-8gb"]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--source", help="default: the embedded SmolLM2-135M-Instruct")
+    ap.add_argument("--name", default="bench_tune", help="results file stem")
     ap.add_argument("--budget-minutes", type=float, default=2.0, help="distillation wall time per student")
     ap.add_argument("--kept", type=float, action="append", help="students' kept fractions (default: the budget rule's)")
     ap.add_argument("--max-kld", type=float, default=0.05)
@@ -40,26 +42,26 @@ def main() -> None:
     from edgechat.core.sources import load_model
     from edgechat.reports.progress import Steps
 
-    bench = Bench("bench_tune")
+    bench = Bench(args.name)
     opts = TuneOptions(max_kld=args.max_kld, budget_minutes=args.budget_minutes, kept=args.kept,
                        prompts=args.prompts, runs=args.runs, threads=args.threads, bpw=args.bpw,
                        imatrix=args.imatrix)
     if args.quant:
         opts.quants = args.quant
     fmt = check_options(opts)
-    teacher = load_model(None)
+    teacher = load_model(args.source)
     with tempfile.TemporaryDirectory(prefix="bench_tune-") as work, Steps() as steps:
-        rows, budget, machine = measure(None, teacher, fmt, TARGETS, opts, Path(work), steps)
+        rows, budget, machine = measure(args.source, teacher, fmt, TARGETS, opts, Path(work), steps)
         per_target, sections = {}, []
         for target in TARGETS:
             trows, best = for_target(rows, target, "max_kld", args.max_kld)
             title = f"tune {teacher.name} for {target}: {len(trows)} candidates, --max-kld {args.max_kld:g}"
             notes = frontier_notes(opts, "max_kld", args.max_kld, best, budget, machine)
-            write_frontier(trows, RESULTS, f"bench_tune-{target}", title, notes, "max_kld", args.max_kld)
+            write_frontier(trows, RESULTS, f"{args.name}-{target}", title, notes, "max_kld", args.max_kld)
             per_target[target] = {"chosen": best["name"] if best else None,
                                   "frontier": [{k: v for k, v in r.items() if k not in ("dir", "manifest")} for r in trows]}
             sections.append(f"## {target}: chosen {best['name'] if best else 'none'}\n\n"
-                            f"![frontier](bench_tune-{target}.png)\n\n"
+                            f"![frontier]({args.name}-{target}.png)\n\n"
                             + md_table(frontier.COLUMNS, frontier.table_rows(trows)) + "\n")
     md = ("Candidates built and measured once; quality vs the fp32 source on 20 held-out chit-chat dialogues; "
           f"match: share of {opts.prompts} held-out prompts whose greedy {opts.reply_tokens}-token reply is the "
