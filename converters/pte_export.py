@@ -267,12 +267,12 @@ def write_program(program, path: Path) -> None:
 
 
 def export_pte_file(model: Model, path: Path, opts: PteOptions, step=lambda *_a, **_k: None, module=None,
-                    levers: dict | None = None) -> dict:
+                    levers: dict | None = None, calibration=None) -> dict:
     t0 = time.perf_counter()
     if module is None:
         from converters.pte_levers import prepare_module
 
-        module, levers = prepare_module(model, opts, step=step)
+        module, levers = prepare_module(model, opts, calibration, step=step)
     write_program(build_program(model, opts, step, module=module), path)
     art = {"file": path.name, "format": "pte", "quant": opts.quant, "group_size": opts.group_size,
            "embedding_quant": opts.embedding_quant, "head_quant": opts.head_quant, "max_seq_len": opts.max_seq_len,
@@ -298,7 +298,7 @@ def export_pte(model: Model, out_dir: Path, quants: list[str], options: ExportOp
     artifacts = []
     for opts in resolved:
         path = out_dir / f"{slug(model.name)}-{opts.quant}.pte"
-        artifacts.append(export_pte_file(model, path, opts, step))
+        artifacts.append(export_pte_file(model, path, opts, step, calibration=extra.get("calibration")))
     if extra.get("budgets"):
         artifacts += export_budgets(model, out_dir, extra, step)
     return artifacts

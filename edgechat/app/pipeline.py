@@ -90,7 +90,7 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
                 write_hf(model, tmp / "hf")
         # the importance matrix and the sensitivity pass see the model that is exported (after any pruning)
         wants_imatrix = opts.imatrix and ((opts.budgets and "gguf" in plan) or any(schemes.get(q).imatrix for q in plan.get("gguf", [])))
-        seqs = calibration_sequences(model, opts.calib) if wants_imatrix or opts.budgets else None
+        seqs = calibration_sequences(model, opts.calib) if wants_imatrix or opts.budgets or opts.extra.get("awq") else None
         imatrix = None
         if wants_imatrix:
             from converters.imatrix import compute_imatrix
@@ -98,7 +98,7 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
             advance = steps.step("importance matrix from chat-formatted calibration text", total=len(seqs))
             imatrix = compute_imatrix(model, seqs, on_sequence=advance, threads=opts.threads)
         export_opts = ExportOptions(threads=opts.threads, imatrix=imatrix, extra=dict(opts.extra))
-        if opts.budgets:
+        if opts.budgets or opts.extra.get("awq"):  # the sensitivity pass and the AWQ search read --calib text
             export_opts.extra.update(budgets=list(opts.budgets), calibration=seqs)
         artifacts = []
         for fmt, quants in plan.items():
