@@ -57,7 +57,7 @@ def main() -> None:
 
     import torch
 
-    from converters.distill import DistillConfig, Packed, cpu_has_bf16, training_tokens
+    from converters.distill import DistillConfig, Packed, training_tokens
     from edgechat.core.sources import load_model
 
     torch.set_num_threads(THREADS)
@@ -85,6 +85,13 @@ def main() -> None:
         rounds.append({"round": r, **quiet, "busy_cores_after": busy_after, "loadavg": load,
                        "step_s": got, "speedup": {m: got["fp32"] / got[m] for m in names}})
         print(f"round {r}: " + ", ".join(f"{m} {got[m]:.2f} s" for m in names) + f"  (load {load})", file=sys.stderr)
+        report(bench, args, names, per_mode, kl_first, rounds, vocab)  # after every round: a cut run keeps its figures
+
+
+def report(bench, args, names, per_mode, kl_first, rounds, vocab) -> None:
+    import torch
+
+    from converters.distill import cpu_has_bf16
 
     speedup = {m: median([x["speedup"][m] for x in rounds]) for m in names}
     logits_mib = {"whole batch": 6 * MICRO * SEQ * vocab * 4 / 2**20,
@@ -100,12 +107,13 @@ def main() -> None:
         "logits_mib_by_construction": logits_mib,
         "goal": {"bf16+chunked_speedup": GOAL, "met": (speedup["bf16+chunked"] or 0) >= GOAL},
         "rounds": rounds,
+        "rounds_done": len(rounds),
     }
     rows = [[m, median(per_mode[m]), min(per_mode[m]), max(per_mode[m]), speedup[m], median(kl_first[m])]
             for m in names]
     md = (f"SmolLM2-135M-Instruct teaching a full-size copy of itself: one distillation step (teacher forward, student "
           f"forward + backward, KL over {vocab} tokens, AdamW) on {MICRO} x {SEQ} tokens, {THREADS} threads, "
-          f"{args.rounds} interleaved rounds x {args.steps} steps per mode. CPU bf16 (AVX512-BF16/AMX): "
+          f"{len(rounds)} of {args.rounds} interleaved rounds x {args.steps} steps per mode. CPU bf16 (AVX512-BF16/AMX): "
           f"{cpu_has_bf16()}.\n\n"
           + md_table(["mode", "median step s", "min", "max", "speedup vs fp32 (median of rounds)", "KL, first step"], rows)
           + f"\n\nGoal: bf16 + chunked >= {GOAL}x fp32: **{'met' if results['goal']['met'] else 'not met'}** "
