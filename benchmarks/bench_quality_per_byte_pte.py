@@ -76,6 +76,12 @@ def main():
     ap.add_argument("--gguf-dir", type=Path, default=CACHE / "qpb-edgechat-074d06f60c07",
                     help="bench_quality_per_byte's edgechat output (its mixed-precision GGUFs)")
     ap.add_argument("--skip-export", action="store_true", help="eager scores only")
+    ap.add_argument("--ref-dir", type=Path, help="reuse this directory of cached reference logits")
+    ap.add_argument("--export-default", action="store_true", help="also export and time the default 8da4w program "
+                    "(bench_pte_vs_llamacpp times it on a quiet machine)")
+    ap.add_argument("--report-only", action="store_true", help="write the results from --log's variants only")
+    ap.add_argument("--combo-only", action="store_true", help="plan only with the levers that helped alone")
+    ap.add_argument("--log", type=Path, help="the per-variant results file to resume from")
     args = ap.parse_args()
     bench = Bench("bench_quality_per_byte_pte")
 
@@ -94,9 +100,10 @@ def main():
 
     torch.set_num_threads(THREADS)
     model = load_model(None)
-    ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), Path(tempfile.mkdtemp(prefix="edgechat-qpb-pte-")))
+    ref_dir = args.ref_dir or Path(tempfile.mkdtemp(prefix="edgechat-qpb-pte-"))
+    ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), ref_dir)
     datasets = eval_datasets(args.dialogues)
-    log = CACHE / f"qpb-pte-{library_hash()}.json"
+    log = args.log or CACHE / f"qpb-pte-{library_hash()}.json"
     done = json.loads(log.read_text()) if log.exists() else {}
 
     def score(name, engine, extra=None):
@@ -135,20 +142,27 @@ def main():
         return score(name, EagerProgram(module, ref), {"prepare_s": round(prep_s, 1), "levers": levers or {},
                                                        "plan_bytes": size})
 
+    if args.report_only:  # the results files from what the log holds, nothing more run
+        return report(args, bench, done, {}, "-", None)
     eager("8da4w (default: g32, 4-bit embedding and head)", base)
     eager("(a) 8da8w (8-bit weights, int8 activations)", resolve_options(model, "8da8w", {"max_seq_len": SEQ}))
     eager("(a) 4-bit weights g32, fp32 activations", base,
           transform=lambda m: weight_only_4bit(pm.apply_plan(m, {"model.embed_tokens": "4w-g32"}, False), 32))
     eager("(b) 8da4w + HQQ", replace(base, hqq=True))
     eager("(d) 8da4w + AWQ", replace(base, awq=True))
-    eager("8da4w + 8-bit head", replace(base, head_quant="8w"))
     if args.qat_steps:
         eager(f"(e) 8da4w + QAT {args.qat_steps} steps", replace(base, qat_steps=args.qat_steps))
 
     # (c) and the combinations: one sensitivity pass per lever set, the plan at the budget
     budget = {"size_mib": args.budget_mib}
     plans = {}
-    for tag, lever in (("", {}), (" + AWQ", {"awq": True}), (" + HQQ", {"hqq": True})):
+    default_kld = done["8da4w (default: g32, 4-bit embedding and head)"]["wikitext2"]["mean_kld"]
+    helpful = {k: True for k, name in (("awq", "(d) 8da4w + AWQ"), ("hqq", "(b) 8da4w + HQQ"))
+               if done[name]["wikitext2"]["mean_kld"] < default_kld}  # the levers that helped alone join the plan
+    combos = [("", {})] + ([(" + " + " + ".join(k.upper() for k in helpful), helpful)] if helpful else [])
+    if args.combo_only and helpful:
+        combos = combos[1:]
+    for tag, lever in combos:
         name = f"(c) plan {args.budget_mib:g} MiB{tag}"
         opts = budget_options(model, {"max_seq_len": SEQ, **lever})
         allowed, fixed = check_budgets(model, opts, [budget])
@@ -179,8 +193,8 @@ def main():
         out.mkdir(parents=True, exist_ok=True)
         model.tokenizer.save(out)  # the engine reads the tokenizer and template beside the program
         (out / "chat_template.jinja").write_text(model.chat_template)
-        for name, (opts, plan, module) in {"8da4w default (.pte)": (base, None, None),
-                                           f"{best} (.pte)": plans[best][:3]}.items():
+        programs = {"8da4w default (.pte)": (base, None, None)} if args.export_default else {}
+        for name, (opts, plan, module) in {**programs, f"{best} (.pte)": plans[best][:3]}.items():
             path = out / (name.split(" ")[0].strip("()") + ("-plan" if plan else "") + ".pte")
             if not path.exists():
                 t = time.perf_counter()
@@ -189,14 +203,18 @@ def main():
                                       levers=plans[best][3] if plan else None)
                 (path.with_suffix(".json")).write_text(json.dumps({**art, "wall_s": round(time.perf_counter() - t, 1)}))
             files[name] = path
-            eng = PteEngine(path, n_ctx=SEQ, threads=THREADS)
-            try:
-                score(name, eng, {"bytes": path.stat().st_size,
-                                  "export": json.loads(path.with_suffix(".json").read_text())})
-            finally:
-                eng.close()
+            eager_name = "8da4w (default: g32, 4-bit embedding and head)" if plan is None else best
+            done[name] = {**done[eager_name], "bytes": path.stat().st_size, "eager_row": eager_name,
+                          "export": json.loads(path.with_suffix(".json").read_text()),
+                          "program_vs_eager": program_vs_eager(path, opts if plan is None else replace(opts, plan=plan),
+                                                               module, model, ref, prepare_module, pm, module_plan)}
+            log.write_text(json.dumps(done))
     speeds = decode_speeds({**files, **ggufs}, args.rounds, args.tokens) if files else {}
     ref.close()
+    report(args, bench, done, speeds, best, budget)
+
+
+def report(args, bench, done, speeds, best, budget):
     rows = []
     for name, q in done.items():
         w, d = q["wikitext2"], q["dailydialog"]
@@ -242,6 +260,32 @@ def main():
                                      for r in rows if "plan_counts" in r)
           + f"\n\n![chart]({png.name})\n")
     bench.write(doc, md)
+
+
+def program_vs_eager(path, opts, module, model, ref, prepare_module, pm, module_plan) -> dict:
+    """The written program against the eager module it came from, on one 256-token WikiText-2 prefill: the
+    quality rows of a program are its eager module's (scoring a program steps one token at a time without the
+    extra forward_all method, 10x the eager time on this machine), so this says how close the two are."""
+    import numpy as np
+    import torch
+
+    from bench_quality import DATA
+    from runtimes.pte_engine import PteEngine
+
+    if module is None:
+        module, _ = prepare_module(model, opts)
+    module = pm.apply_plan(copy.deepcopy(module), module_plan(module, opts), opts.hqq)
+    text = (DATA / "wikitext2" / "wiki.test.raw").read_text()[:20000]
+    ids = ref.tokenize(text, add_bos=ref.add_bos)[:256]
+    eager = EagerProgram(module, ref).logits_all(ids)
+    pte = PteEngine(path, n_ctx=SEQ, threads=THREADS)
+    try:
+        got = np.asarray(pte.forward(ids, 0), dtype=np.float32)  # the last position's logits
+    finally:
+        pte.close()
+    a, b = torch.log_softmax(torch.tensor(got), -1), torch.log_softmax(torch.tensor(eager[-1]), -1)
+    return {"tokens": len(ids), "max_abs_logit_diff": float((torch.tensor(got) - torch.tensor(eager[-1])).abs().max()),
+            "kld_program_vs_eager": float((b.exp() * (b - a)).sum()), "same_argmax": int(a.argmax()) == int(b.argmax())}
 
 
 def decode_speeds(files: dict, rounds: int, tokens: int) -> dict:

@@ -73,33 +73,34 @@ def _fold(norm, linears: list[nn.Linear], s: torch.Tensor) -> None:
 
 def apply_awq(module: nn.Module, batch: torch.Tensor, group: int, seq_len: int) -> dict:
     """Search and fold, layer by layer, in place on an fp32 export module; returns the manifest's record
-    (alpha and relative output error per group). The scales are searched on the activations of the model as
-    it stands when each layer is reached (earlier layers already folded: the same fp32 function)."""
+    (alpha and relative output error per group), from one pass of the calibration batch."""
     from converters.pte_mixed import quiet_native
     from converters.pte_modules import ExportModel
 
     runner = ExportModel(module, seq_len, last_only=False)
-    captured: dict[int, torch.Tensor] = {}
+    groups = [(i, layer, norm_name, linears) for i, layer in enumerate(module.model.layers)
+              for norm_name, linears in _groups(layer)]
+    captured: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(groups))}
     record = {}
     with torch.inference_mode(), quiet_native():
-        for i, layer in enumerate(module.model.layers):
-            for norm_name, linears in _groups(layer):
-                norm = getattr(layer, norm_name)
-                captured.clear()
-                handle = linears[0].register_forward_pre_hook(
-                    lambda _m, args: captured.setdefault(len(captured), args[0].detach().flatten(0, -2).float()))
-                try:
-                    for row in batch:
-                        runner(row[None], torch.tensor([0]))
-                finally:
-                    handle.remove()
-                x = torch.cat(list(captured.values()))
-                if x.shape[0] > MAX_ROWS:
-                    x = x[torch.linspace(0, x.shape[0] - 1, MAX_ROWS).long()]
-                weight = torch.cat([lin.weight.float() for lin in linears])
-                g = group if group and weight.shape[1] % group == 0 else 0
-                s, alpha, rel = search_scales(x, weight, g)
-                if alpha > 0:
-                    _fold(norm, linears, s)
-                record[f"layers.{i}.{norm_name}"] = {"alpha": alpha, "rel_error": round(rel, 4)}
+        # one pass captures every group's input: a fold keeps the fp32 function, so no later input changes
+        handles = [g[3][0].register_forward_pre_hook(
+            lambda _m, args, k=k: captured[k].append(args[0].detach().flatten(0, -2).float()))
+            for k, g in enumerate(groups)]
+        try:
+            for row in batch:
+                runner(row[None], torch.tensor([0]))
+        finally:
+            for h in handles:
+                h.remove()
+        for k, (i, layer, norm_name, linears) in enumerate(groups):
+            x = torch.cat(captured.pop(k))
+            if x.shape[0] > MAX_ROWS:
+                x = x[torch.linspace(0, x.shape[0] - 1, MAX_ROWS).long()]
+            weight = torch.cat([lin.weight.float() for lin in linears])
+            g = group if group and weight.shape[1] % group == 0 else 0
+            s, alpha, rel = search_scales(x, weight, g)
+            if alpha > 0:
+                _fold(getattr(layer, norm_name), linears, s)
+            record[f"layers.{i}.{norm_name}"] = {"alpha": alpha, "rel_error": round(rel, 4)}
     return record
