@@ -100,13 +100,6 @@ def lr_at(step: int, cfg: DistillConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def kd_loss(s_logits, t_logits, temperature: float) -> torch.Tensor:
-    t = temperature
-    log_p_t = F.log_softmax(t_logits / t, dim=-1)
-    log_p_s = F.log_softmax(s_logits / t, dim=-1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * t * t
-
-
 def batch_indices(step: int, n: int, global_batch: int, seed: int) -> torch.Tensor:
     """The same global batch for every process count: a seeded permutation per epoch."""
     per_epoch = n // global_batch
