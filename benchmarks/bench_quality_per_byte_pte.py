@@ -85,6 +85,9 @@ def main():
     args = ap.parse_args()
     bench = Bench("bench_quality_per_byte_pte")
 
+    if args.report_only:  # the results files from what the log holds, nothing more run
+        log = args.log or CACHE / f"qpb-pte-{library_hash()}.json"
+        return report(args, bench, json.loads(log.read_text()), {}, "-", None)
     import torch
 
     from converters import mixed_precision as mp
@@ -142,8 +145,6 @@ def main():
         return score(name, EagerProgram(module, ref), {"prepare_s": round(prep_s, 1), "levers": levers or {},
                                                        "plan_bytes": size})
 
-    if args.report_only:  # the results files from what the log holds, nothing more run
-        return report(args, bench, done, {}, "-", None)
     eager("8da4w (default: g32, 4-bit embedding and head)", base)
     eager("(a) 8da8w (8-bit weights, int8 activations)", resolve_options(model, "8da8w", {"max_seq_len": SEQ}))
     eager("(a) 4-bit weights g32, fp32 activations", base,
