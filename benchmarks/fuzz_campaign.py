@@ -81,6 +81,7 @@ def worker(reader: str, work: Path, start: int, end: int) -> None:
         llama_lib.load(work / "stories-f32.gguf")  # the CPU variant, chosen on the intact file
     inputs = work / f"in-{reader}"
     inputs.mkdir(exist_ok=True)
+    print("ready", flush=True)  # set-up done: from here each input has hang_s
     for i in range(start, end):
         path = cases.make(reader, random.Random(f"{reader}-{i}"), inputs)
         t = time.perf_counter()
@@ -96,6 +97,7 @@ def worker(reader: str, work: Path, start: int, end: int) -> None:
         print(i, status, f"{time.perf_counter() - t:.6f}", flush=True)
 
 
+START_S = 600  # the most a worker may take to import and set up (a loaded 2-core machine: a minute or more)
 RECYCLE = 2000  # a worker reads this many inputs, then a fresh one takes over (memory stays bounded)
 
 
@@ -107,6 +109,11 @@ def campaign(reader: str, work: Path, n: int, hang_s: float) -> dict:
         proc = subprocess.Popen([PYTHON, __file__, "--worker", reader, "--work", str(work), "--start", str(next_i),
                                  "--end", str(min(n, next_i + RECYCLE))], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                 cwd=ROOT)
+        # a fresh worker's imports and llama.cpp's CPU-variant probe are not an input's time: wait for "ready"
+        started, _, _ = select.select([proc.stdout], [], [], START_S)
+        if not started or proc.stdout.readline().strip() != "ready":
+            proc.kill()
+            raise RuntimeError(f"a {reader} worker did not start within {START_S} s")
         while True:
             ready, _, _ = select.select([proc.stdout], [], [], hang_s)
             if not ready:  # no input finished within hang_s: a hang
