@@ -119,6 +119,15 @@ def sensitivity(model: Model, base_gguf: Path, sequences: list[list[int]], imatr
         return _sensitivity(model, base_gguf, sequences, imatrix, threads, measure_all, on_step)
 
 
+def scale_unmeasured(types: dict, low: str, energy) -> None:
+    """One tensor's (or module's) unmeasured candidates: the measured cheapest one's KL growth, scaled by each
+    candidate's output-error energy over the cheapest one's (energy(type))."""
+    for typ, entry in types.items():
+        if entry["kld"] is None:
+            e_low = energy(low)
+            entry["kld"] = types[low]["kld"] * (energy(typ) / e_low if e_low > 0 else 0.0)
+        entry["kld"] = round(entry["kld"], 8)
+
 def _sensitivity(model, base_gguf, sequences, imatrix, threads, measure_all, on_step) -> dict:
     from converters.gguf_quantize import quantize
     from converters.imatrix import compute_imatrix
@@ -165,14 +174,8 @@ def _sensitivity(model, base_gguf, sequences, imatrix, threads, measure_all, on_
                         on_step()
                 result[t.name]["types"][typ] = entry
             del state
-    for t in tensors:  # the unmeasured types: the measured cheapest one, scaled by output-error energy
-        cands = result[t.name]["types"]
-        low = candidates(t.cols)[0]
-        for typ, entry in cands.items():
-            if entry["kld"] is None:
-                e_low = energy[t.name, low]
-                entry["kld"] = cands[low]["kld"] * (energy[t.name, typ] / e_low if e_low > 0 else 0.0)
-            entry["kld"] = round(entry["kld"], 8)
+    for t in tensors:
+        scale_unmeasured(result[t.name]["types"], candidates(t.cols)[0], lambda typ, n=t.name: energy[n, typ])
     return {"tensors": result, "method": "measured" if measure_all else "measured at the cheapest type, scaled",
             "calibration": {"sequences": int(ids.shape[0]), "tokens": int(ids.numel())}}
 

@@ -8,11 +8,8 @@ The modules are those of the export module (converters.pte_modules: q/k/v and ga
 a plan names the linears the program holds."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -158,19 +155,12 @@ def uniform_plan(module: nn.Module, linear: str, embedding: str | None, head: st
     return plan
 
 
-@contextlib.contextmanager
 def quiet_native():
     """ExecuTorch's fused-op kernels, run eagerly, print a line to C stderr per call ("No temp allocator
     provided"): keep the sensitivity and AWQ passes' thousands of calls out of the user's terminal."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    from edgechat.core.native_io import quiet_stderr
+
+    return quiet_stderr()
 
 
 # ---- sensitivity ---------------------------------------------------------------------------------------
@@ -258,13 +248,7 @@ def sensitivity(module: nn.Module, seq_len: int, batch: torch.Tensor, hqq: bool,
                     if on_step:
                         on_step()
                 result[m.name]["types"][choice] = entry
-        for m in planned:  # the unmeasured choices: the cheapest one's KL scaled by output-error energy
-            types = result[m.name]["types"]
-            low = candidates(m)[0]
-            for choice, entry in types.items():
-                if entry["kld"] is None:
-                    e_low = energy[m.name, low]
-                    entry["kld"] = types[low]["kld"] * (energy[m.name, choice] / e_low if e_low > 0 else 0.0)
-                entry["kld"] = round(entry["kld"], 8)
+        for m in planned:
+            mp.scale_unmeasured(result[m.name]["types"], candidates(m)[0], lambda c, n=m.name: energy[n, c])
     return {"tensors": result, "method": "measured" if measure_all else "measured at the cheapest type, scaled",
             "calibration": {"sequences": int(batch.shape[0]), "tokens": int(batch.numel())}, "hqq": hqq}

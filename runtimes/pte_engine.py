@@ -3,14 +3,13 @@ ExecuTorch's own LLM runner calls) over a static KV cache, with the tokenizer an
 the files beside the .pte (as `edgechat convert --format pte` writes them)."""
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgechat.core import conversation
 from edgechat.core.errors import EdgechatError
+from edgechat.core.native_io import quiet_stderr
 from runtimes.base import Engine
 
 # What ExecuTorch's stock LLM runner (TextLLMRunner) reads from a program before it runs it.
@@ -18,23 +17,6 @@ REQUIRED_METADATA = ("get_max_seq_len", "get_max_context_len", "get_bos_id", "ge
                      "use_sdpa_with_kv_cache", "enable_dynamic_shape", "get_vocab_size", "get_n_layers")
 ADD_BOS_METHOD = "edgechat_add_bos"  # ours: whether the tokenizer wants BOS (GGUF's tokenizer.ggml.add_bos_token)
 ALL_LOGITS_METHOD = "forward_all"  # ours: same weights, logits at every position (for evaluation)
-
-
-@contextmanager
-def quiet_stderr():
-    """ExecuTorch's C++ runtime logs cpuinfo probing to fd 2 when it starts; keep a chat's terminal clean."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def runtime():
