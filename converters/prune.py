@@ -260,7 +260,9 @@ def prune(model: Model, plan: PrunePlan, imp: Importance) -> Model:
                 continue
             key = key.replace(f"model.layers.{i}.", f"model.layers.{keep_layers.index(i)}.", 1)
         renumbered[key] = w
-    new_cfg = pruned_config(cfg, plan).keep_layers(keep_layers)  # per-layer patterns follow the kept layers
+    kept = cfg.keep_layers(keep_layers)  # per-layer patterns follow the kept layers (of the source, not the first N)
+    new_cfg = pruned_config(cfg, plan).replace(num_layers=kept.num_layers, layer_types=kept.layer_types,
+                                               no_rope_layers=kept.no_rope_layers)
     plan.chosen.update(kept_layers=keep_layers, config=vars(new_cfg).copy(),
                        params_before=cfg.param_count(), params_after=new_cfg.param_count(),
                        layer_importance=[round(x, 6) for x in imp.layers])
