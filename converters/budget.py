@@ -63,7 +63,7 @@ def plan_budget(teacher: Model, cfg: DistillConfig, minutes: float, student: Mod
     every process takes rank 0's count (they must run the same number of steps)."""
     if minutes <= 0:
         raise EdgechatError(f"--budget-minutes must be above 0, got {minutes:g}")
-    step_s = measure_step_s(teacher, student or teacher, cfg)
+    step_s = round(measure_step_s(teacher, student or teacher, cfg), 4)  # the figure recorded is the one used
     steps = max(1, int(minutes * 60 / step_s))
     _, world = dist_info()
     if world > 1:
@@ -72,6 +72,6 @@ def plan_budget(teacher: Model, cfg: DistillConfig, minutes: float, student: Mod
         steps = int(t)
     per_step = cfg.micro_batch * cfg.grad_accum * cfg.seq_len * world
     per_param = steps * per_step / teacher.config.param_count()
-    return BudgetPlan(minutes=minutes, device=cfg.device, step_s=round(step_s, 4), steps=steps, tokens_per_step=per_step,
+    return BudgetPlan(minutes=minutes, device=cfg.device, step_s=step_s, steps=steps, tokens_per_step=per_step,
                       tokens=steps * per_step, tokens_per_param=float(f"{per_param:.4g}"),
                       kept_fractions=kept_fractions(per_param))
