@@ -138,15 +138,18 @@ def scores(libs: dict[str, Path], cache: Cache) -> dict[str, int]:
     return cache.data["scores"]
 
 
-def for_model(model: Path, probe: bool = False) -> Choice:
-    """The variant this host runs the GGUF `model` with, without loading llama.cpp here (what inspect shows:
-    without `probe`, what is known so far, or the best-ranked variant not yet tried with these types)."""
-    from edgechat.core.gguf_file import read_header
+def tensor_types(header) -> set[str]:
+    """The ggml types of a GGUF header's tensors: what a probe has run (edgechat.core.gguf_file.read_header)."""
+    return {t for _, t in header.tensors.values()}
 
+
+def for_model(model: Path, types: set[str], probe: bool = False) -> Choice:
+    """The variant this host runs the GGUF `model` (its tensors of `types`) with, without loading llama.cpp here
+    (what inspect shows: without `probe`, what is known so far, or the best-ranked variant not yet tried)."""
     libs_at = lib_dir()
     if not variants(libs_at):
         return Choice("built-in", None, "linked")
-    return choose(libs_at, model, {t for _, t in read_header(model).tensors.values()}, probe=probe)
+    return choose(libs_at, model, types, probe=probe)
 
 
 def basic(libs: dict[str, Path], score: dict[str, int]) -> str:
@@ -166,7 +169,7 @@ def choose(lib_dir: Path, model: Path | None, types: set[str], probe: bool = Tru
         if not score.get(forced):
             raise EdgechatError(f"{ENV}={forced}: that variant needs instructions this CPU does not have")
         return Choice(forced, str(libs[forced]), "forced", score[forced])
-    rejected = {}
+    rejected, most_basic = {}, basic(libs, score)
     for name in sorted((n for n in libs if score.get(n, 0) > 0), key=lambda n: -score[n]):
         e = cache.entry(name)
         if e["failed"]:
@@ -184,12 +187,12 @@ def choose(lib_dir: Path, model: Path | None, types: set[str], probe: bool = Tru
             e["features"] = answer.get("features", [])
             cache.save()
             return Choice(name, str(libs[name]), "probed", score[name], e["features"], rejected)
-        if status == 0 or name == basic(libs, score):
+        if status == 0 or name == most_basic:
             # llama.cpp refused the file (exit 0, not ok) or even the most basic variant failed: the model is
             # at fault, not the variant; opening it in this process gives llama.cpp's own error
             return Choice(name, str(libs[name]), "unprobed: " + (answer.get("error") or failure(status)),
                           score[name], rejected=rejected)
-        base_status, base = _child(["run", str(libs[basic(libs, score)]), str(model)], timeout=PROBE_TIMEOUT_S)
+        base_status, base = _child(["run", str(libs[most_basic]), str(model)], timeout=PROBE_TIMEOUT_S)
         if not (base_status == 0 and base.get("ok")):  # the file breaks every variant: keep this one's record clean
             return Choice(name, str(libs[name]), f"unprobed: {failure(status)} on every variant", score[name],
                           rejected=rejected)

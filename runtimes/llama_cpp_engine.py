@@ -19,14 +19,15 @@ class LlamaCppEngine(Engine):
 
     def __init__(self, path: str | Path, n_ctx: int | None = None, threads: int | None = None,
                  kv_type: str = "f16", logits_all: bool = False, n_gpu_layers: int = 0):
-        from runtimes import llama_lib
+        from runtimes import cpu_variants, llama_lib
         from targets.host import physical_cores
 
         path = Path(path)
         if not path.exists():
             raise EdgechatError(f"no such file: {path}")
         header = read_header(path)  # a clear error for a truncated or foreign file, before llama.cpp sees it
-        llama_cpp = llama_lib.load(path)  # the CPU variant this host runs (probed on this file's tensor types)
+        # the CPU variant this host runs (probed on this file's tensor types)
+        llama_cpp = llama_lib.load(path, cpu_variants.tensor_types(header))
         n_train = header.meta.get(f"{header.arch}.context_length") or 0
         n_ctx = min(n_ctx, n_train) if n_ctx and n_train else (n_ctx or n_train)
         self.threads = threads = threads or physical_cores()

@@ -7,6 +7,7 @@ A build with the CPU backend linked in (the old portable wheel) is used as it is
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ class _Feature(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("value", ctypes.c_char_p)]
 
 
+@functools.cache
 def _ggml():
     import llama_cpp  # noqa: F401  (loads libllama and, through it, libggml.so.0)
 
@@ -84,9 +86,10 @@ def load_variant(path: str):
     return llama_cpp
 
 
-def load(model: str | Path | None = None):
-    """llama_cpp with a CPU backend loaded: the variant chosen for this host (probed on `model`'s tensor types
-    the first time). The choice holds for the process: ggml cannot swap a loaded backend out."""
+def load(model: str | Path | None = None, types: set[str] | None = None):
+    """llama_cpp with a CPU backend loaded: the variant chosen for this host (probed on `model`'s tensor types,
+    read from its header unless given, the first time). The choice holds for the process: ggml cannot swap a
+    loaded backend out."""
     global _choice
     import llama_cpp
 
@@ -96,12 +99,11 @@ def load(model: str | Path | None = None):
             if g.ggml_backend_reg_count() > 0:  # a build with the CPU backend linked in
                 _choice = cpu_variants.Choice("built-in", None, "linked", features=features())
             else:
-                types: set[str] = set()
-                if model is not None:
+                if types is None and model is not None:
                     from edgechat.core.gguf_file import read_header
 
-                    types = {t for _, t in read_header(Path(model)).tensors.values()}
-                choice = cpu_variants.choose(cpu_variants.lib_dir(), Path(model) if model else None, types)
+                    types = cpu_variants.tensor_types(read_header(Path(model)))
+                choice = cpu_variants.choose(cpu_variants.lib_dir(), Path(model) if model else None, types or set())
                 load_variant(choice.path)
                 choice.features = features()
                 _choice = choice

@@ -28,16 +28,16 @@ def describe_gguf(path: Path) -> dict:
         "tokenizer": f"{model} ({h.meta.get('tokenizer.ggml.pre')}), {n_vocab} tokens" if model else None,
         "chat_template": bool(h.meta.get("tokenizer.chat_template")),
         "size": size_report(path),
-        "runs_on": runs_on(path),
+        "runs_on": runs_on(path, h),
     }
 
 
-def runs_on(path: Path) -> dict:
+def runs_on(path: Path, header) -> dict:
     """How llama.cpp would run the file here: its CPU variant (what this host's probe found so far) and threads."""
     from runtimes import cpu_variants
     from targets.host import physical_cores
 
-    c = cpu_variants.for_model(path)
+    c = cpu_variants.for_model(path, cpu_variants.tensor_types(header))
     return {"engine": "llama.cpp", "cpu_variant": c.variant, "cpu_backend": c.label(), "how": c.how,
             "threads": physical_cores()}
 

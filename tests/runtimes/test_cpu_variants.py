@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from edgechat.core.errors import EdgechatError
+from edgechat.core.gguf_file import read_header
 from runtimes import cpu_variants
 
 PROMPT = "Once upon a time, there was a little"
@@ -82,7 +83,7 @@ def test_forcing_an_unknown_variant_is_refused(stories_f32_gguf, monkeypatch):
     monkeypatch.setenv(cpu_variants.ENV, "pentium")
     with pytest.raises(EdgechatError, match=r"^EDGECHAT_CPU_VARIANT=pentium: no such llama.cpp CPU variant; "
                                             r"this build has .*x64"):
-        cpu_variants.for_model(stories_f32_gguf)
+        cpu_variants.for_model(stories_f32_gguf, cpu_variants.tensor_types(read_header(stories_f32_gguf)))
 
 
 def test_forcing_a_variant_the_cpu_cannot_run_is_refused(stories_f32_gguf, monkeypatch):
@@ -93,7 +94,7 @@ def test_forcing_a_variant_the_cpu_cannot_run_is_refused(stories_f32_gguf, monke
         pytest.skip("this CPU runs every variant of the build")
     monkeypatch.setenv(cpu_variants.ENV, lacking[0])
     with pytest.raises(EdgechatError) as e:
-        cpu_variants.for_model(stories_f32_gguf)
+        cpu_variants.for_model(stories_f32_gguf, cpu_variants.tensor_types(read_header(stories_f32_gguf)))
     assert str(e.value) == f"EDGECHAT_CPU_VARIANT={lacking[0]}: that variant needs instructions this CPU does not have"
 
 
