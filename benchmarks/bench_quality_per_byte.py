@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -84,8 +85,9 @@ def decode_speeds(files: dict[str, Path], rounds: int, tokens: int) -> dict[str,
     return speeds
 
 
-def chart(rows: list[dict], path: Path, pte: list[dict] | None = None) -> None:
-    """GGUF rows (llama.cpp's own files marked) and, from bench_quality_per_byte_pte, .pte rows (green)."""
+def chart(rows: list[dict], path: Path, pte: list[dict] | None = None, note: str = "") -> None:
+    """GGUF rows (llama.cpp's own files marked) and, from bench_quality_per_byte_pte, .pte rows (green); `note`
+    goes under the title (which text each point was scored on)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +107,8 @@ def chart(rows: list[dict], path: Path, pte: list[dict] | None = None) -> None:
             program = r["how"] == "ExecuTorch"
             ax.scatter(r[key], r["wiki_kld"], marker="^", s=60 if program else 30, zorder=3,
                        color="tab:green" if program else "none", edgecolors="tab:green")
-            ax.annotate(r["name"].replace(" (.pte)", ""), (r[key], r["wiki_kld"]), fontsize=6, color="tab:green",
+            label = re.sub(r" \((?:default|8-bit|\.pte)[^)]*\)", "", r["name"])  # the short name on the chart
+            ax.annotate(label, (r[key], r["wiki_kld"]), fontsize=6, color="tab:green",
                         xytext=(4, -8), textcoords="offset points")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mean KLD vs fp32 (WikiText-2)")
@@ -117,8 +120,9 @@ def chart(rows: list[dict], path: Path, pte: list[dict] | None = None) -> None:
         axes[0].scatter([], [], marker="^", color="tab:green", label="edgechat .pte (ExecuTorch)")
         axes[0].scatter([], [], marker="^", color="none", edgecolors="tab:green",
                         label=".pte variant, torchao eager (predicted size)")
-    axes[0].legend(loc="upper right")
-    fig.suptitle("SmolLM2-135M-Instruct GGUF" + (" and .pte" if pte else "") + ": quality per byte and per decode speed")
+    axes[0].legend(loc="upper right", fontsize=7)
+    fig.suptitle("SmolLM2-135M-Instruct GGUF" + (" and .pte" if pte else "") + ": quality per byte and per decode speed"
+                 + (f"\n{note}" if note else ""), fontsize=10 if note else None)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

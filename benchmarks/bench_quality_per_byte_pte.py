@@ -291,12 +291,15 @@ def report(args, bench, done, speeds):
         print(json.dumps(goals, indent=1))
         return
     png = RESULTS / "bench_quality_per_byte.png"
-    gguf_rows = json.loads((RESULTS / "bench_quality_per_byte.json").read_text())["rows"]
+    gguf_doc = json.loads((RESULTS / "bench_quality_per_byte.json").read_text())
+    gguf_rows = [{"chunks": gguf_doc["chunks"], **r} for r in gguf_doc["rows"]]
     here = {r["name"].removesuffix(" (GGUF)"): r for r in rows if r["how"] == "llama.cpp"}
     for g in gguf_rows:  # the files this run scored on more text and timed again: its figures
         if g["name"] in here and here[g["name"]]["chunks"] > g.get("chunks", 0):
             g.update({k: here[g["name"]][k] for k in ("wiki_kld", "decode_tok_s", "chunks")})
-    chart(gguf_rows, png, pte=[r for r in rows if r["mib"] and r["how"] != "llama.cpp"])
+    chunks = sorted({r["chunks"] for r in gguf_rows if "chunks" in r} | {r["chunks"] for r in rows})
+    chart(gguf_rows, png, pte=[r for r in rows if r["mib"] and r["how"] != "llama.cpp"],
+          note=f"mean KLD on WikiText-2 chunks of 512 ({' or '.join(map(str, chunks))} per point: see the tables)")
     doc = {"threads": THREADS, "n_ctx": N_CTX, "chunks": args.chunks, "dialogues": args.dialogues,
            "program_chunks": args.program_chunks, "program_dialogues": args.program_dialogues,
            "qat_steps": args.qat_steps, "budgets_mib": args.budget_mib, "rows": rows, "goals": goals,
