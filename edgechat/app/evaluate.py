@@ -56,14 +56,8 @@ def dialogue_sequences(engine, dialogues: list[list[dict]], n_ctx: int):
     """Each dialogue through the chat template; score the tokens of every assistant turn (and its end marker)."""
     fmt = engine.chat_format
     for msgs in dialogues:
-        full = fmt.ids(msgs, add_generation_prompt=False)
-        positions = []
-        for i, m in enumerate(msgs):
-            if m["role"] != "assistant":
-                continue
-            start = len(fmt.ids(msgs[:i], add_generation_prompt=True))
-            end = len(fmt.ids(msgs[:i + 1], add_generation_prompt=False))
-            positions.extend(range(start - 1, min(end, n_ctx) - 1))
+        full, spans = fmt.assistant_spans(msgs)
+        positions = [p for start, end in spans for p in range(start - 1, min(end, n_ctx) - 1)]  # predicting them
         full = full[:n_ctx]
         positions = [p for p in positions if p + 1 < len(full)]
         if positions:

@@ -53,14 +53,11 @@ class TeacherData:
 
 def assistant_mask(fmt, messages: list[dict]) -> tuple[list[int], list[bool]]:
     """The conversation's ids and which of them are the assistant's: each reply and its end of turn, as
-    edgechat.app.evaluate scores them (from the end of the generation prompt to the end of the turn)."""
-    ids = fmt.ids(messages, add_generation_prompt=False)
+    edgechat.app.evaluate scores them (ChatFormat.assistant_spans)."""
+    ids, spans = fmt.assistant_spans(messages)
     mask = [False] * len(ids)
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant":
-            start = len(fmt.ids(messages[:i], add_generation_prompt=True))
-            end = len(fmt.ids(messages[:i + 1], add_generation_prompt=False))
-            mask[start:end] = [True] * (min(end, len(ids)) - start)
+    for start, end in spans:
+        mask[start:end] = [True] * (end - start)
     return ids, mask
 
 

@@ -14,8 +14,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from edgechat.core.errors import EdgechatError
 
 # For base (non-chat) models: turns joined by newlines; the tokenizer adds BOS if the model wants it.
-PLAIN_TEMPLATE = ("{% for m in messages %}{{ m['content'] }}{% if not loop.last %}\n{% endif %}{% endfor %}"
-                  "{% if add_generation_prompt and messages %}\n{% endif %}")
+# The newlines are expressions: a literal one right after a block tag is eaten by trim_blocks (which templates
+# are rendered with, as transformers does), and the turns would run together.
+PLAIN_TEMPLATE = ("{% for m in messages %}{{ m['content'] }}{% if not loop.last %}{{ '\\n' }}{% endif %}{% endfor %}"
+                  "{% if add_generation_prompt and messages %}{{ '\\n' }}{% endif %}")
 
 
 # A template comes from a model file: it is code. It runs in Jinja's sandbox (no attribute of Python internals,

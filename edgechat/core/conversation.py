@@ -31,6 +31,20 @@ class ChatFormat:
     def ids(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         return self.encode(self.render(messages, add_generation_prompt))
 
+    def assistant_spans(self, messages: list[dict]) -> tuple[list[int], list[tuple[int, int]]]:
+        """The conversation's ids and each assistant turn's [start, end) in them: from the end of the generation
+        prompt before it to the end of its turn, end-of-turn marker included. Evaluation scores these tokens
+        and distillation trains on them, so both use this one rule."""
+        ids = self.ids(messages, add_generation_prompt=False)
+        spans = []
+        for i, m in enumerate(messages):
+            if m["role"] == "assistant":
+                start = len(self.ids(messages[:i], add_generation_prompt=True))
+                end = min(len(self.ids(messages[:i + 1], add_generation_prompt=False)), len(ids))
+                if start < end:
+                    spans.append((start, end))
+        return ids, spans
+
 
 def end_of_turn_ids(tokenize: Callable[[str, bool], list[int]], template: str | None) -> frozenset[int]:
     """Chat templates end a turn with a token the tokenizer may not list as EOS (ChatML's <|im_end|>): the
