@@ -34,9 +34,12 @@ QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbo
              "Why is the sky blue?", "Say hello in Spanish."]
 
 
-def start_server(path: Path) -> tuple[subprocess.Popen, int]:
+def start_server(path: Path, env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    import os
+
     proc = subprocess.Popen([PYTHON, "-m", "edgechat.cli", "serve", str(path), "--port", "0", "--threads",
-                             str(THREADS), "--n-ctx", str(N_CTX)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                             str(THREADS), "--n-ctx", str(N_CTX)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     line = proc.stderr.readline()
     m = re.search(r"on http://127\.0\.0\.1:(\d+)/v1", line)
     if not m:
@@ -76,6 +79,14 @@ def client_for(port: int):
     return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
 
 
+def server_stack() -> dict:
+    """What uvicorn runs on here ("auto" picks uvloop and httptools when installed)."""
+    from importlib.util import find_spec
+
+    return {"loop": "uvloop" if find_spec("uvloop") else "asyncio",
+            "http": "httptools" if find_spec("httptools") else "h11"}
+
+
 # -- overhead -----------------------------------------------------------------------------------------
 def timed(pieces, completion_tokens) -> dict:
     """pieces: an iterator of text pieces; the request was sent at the time of the call."""
@@ -107,6 +118,33 @@ def via_server(client, model: str, text: str, n: int) -> dict:
     return r
 
 
+def via_raw_sse(port: int, model: str, text: str, n: int) -> dict:
+    """The same request read by the leanest client (http.client, one json.loads per event): what the server
+    itself costs, without the openai client's per-chunk work competing with the engine for the cores."""
+    import http.client
+    import json
+
+    last = {}
+
+    def pieces():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        conn.request("POST", "/v1/chat/completions", json.dumps(
+            {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": n, "temperature": 0,
+             "stream": True}), {"Content-Type": "application/json"})
+        for line in conn.getresponse():
+            if line.startswith(b"data: {"):
+                ev = json.loads(line[6:])
+                if ev.get("usage"):
+                    last.update(ev)
+                if ev["choices"] and ev["choices"][0]["delta"].get("content"):
+                    yield ev["choices"][0]["delta"]["content"]
+        conn.close()
+
+    r = timed(pieces(), lambda: last["usage"]["completion_tokens"])
+    r["own"] = {k: last["edgechat"][k] for k in ("ttft_s", "decode_tok_s", "cached_tokens")}
+    return r
+
+
 def in_process(chat, text: str, n: int) -> dict:
     chat.messages = []  # stateless, as a server request is; the cache of the previous request stays
     r = timed(chat.send(text, stream=True, max_tokens=n, temperature=0), lambda: chat.last_reply.stats.completion_tokens)
@@ -121,18 +159,28 @@ def with_cpu(fn, pid: int | None):
     def run(text):
         c0, s0 = time.process_time(), proc_cpu_s(pid) if pid else 0.0
         r = fn(text)
-        r["cpu_s"] = time.process_time() - c0 + ((proc_cpu_s(pid) - s0) if pid else 0.0)
+        r["here_cpu_s"], r["server_cpu_s"] = time.process_time() - c0, (proc_cpu_s(pid) - s0) if pid else 0.0
+        r["cpu_s"] = r["here_cpu_s"] + r["server_cpu_s"]
         return r
     return run
 
 
-def overhead(path: Path, port: int, pid: int, rounds: int, n: int) -> tuple[dict, str]:
+def overhead(path: Path, port: int, pid: int, rounds: int, n: int, env: dict) -> tuple[dict, str]:
     import edgechat
 
     chat = edgechat.load(path, n_ctx=N_CTX, threads=THREADS)
     client = client_for(port)
-    sides = {"serve": with_cpu(lambda t: via_server(client, path.name, t, n), pid),
-             "chat": with_cpu(lambda t: in_process(chat, t, n), None)}
+    raw_proc, raw_port = start_server(path, env)  # its own server: the sides must not reuse each other's cache
+    try:
+        return _overhead(path, chat, rounds, n, {
+            "serve": with_cpu(lambda t: via_server(client, path.name, t, n), pid),
+            "serve, raw SSE client": with_cpu(lambda t: via_raw_sse(raw_port, path.name, t, n), raw_proc.pid),
+            "chat": with_cpu(lambda t: in_process(chat, t, n), None)})
+    finally:
+        stop_server(raw_proc)
+
+
+def _overhead(path, chat, rounds, n, sides) -> tuple[dict, str]:
     for side in sides.values():  # warm-up: page the weights in, allocate the compute buffers
         side(PROMPT)
     runs = {k: [] for k in sides}
@@ -144,34 +192,45 @@ def overhead(path: Path, port: int, pid: int, rounds: int, n: int) -> tuple[dict
         print(f"[overhead] round {r + 1}/{rounds}: " + ", ".join(
             f"{k} {v[-1]['decode_tok_s']:.1f} tok/s ttft {1e3 * v[-1]['ttft_s']:.0f} ms" for k, v in runs.items()),
             file=sys.stderr)
-    same = all(a["text"] == b["text"] for a, b in zip(runs["serve"], runs["chat"]))
+    same = all(a["text"] == b["text"] == c["text"]
+               for a, b, c in zip(runs["serve"], runs["serve, raw SSE client"], runs["chat"]))
+    raw_ratio = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(runs["serve, raw SSE client"], runs["chat"])]
+    raw_ttft = [1e3 * (a["ttft_s"] - b["ttft_s"]) for a, b in zip(runs["serve, raw SSE client"], runs["chat"])]
     dec_ratio = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(runs["serve"], runs["chat"])]
     ttft_diff = [1e3 * (a["ttft_s"] - b["ttft_s"]) for a, b in zip(runs["serve"], runs["chat"])]
     cpu_ratio = [(a["cpu_s"] / a["tokens"]) / (b["cpu_s"] / b["tokens"]) for a, b in zip(runs["serve"], runs["chat"])]
     res = {"rounds": rounds, "tokens": n, "n_ctx": N_CTX, "threads": THREADS, "same_text": same,
            "busy_cores_other": busy, "decode_ratio": summary(dec_ratio), "ttft_diff_ms": summary(ttft_diff),
-           "cpu_per_token_ratio": summary(cpu_ratio),
+           "cpu_per_token_ratio": summary(cpu_ratio), "raw_client_decode_ratio": summary(raw_ratio),
+           "raw_client_ttft_diff_ms": summary(raw_ttft),
            **{k: {"decode_tok_s": summary([x["decode_tok_s"] for x in v]),
                   "ttft_ms": summary([1e3 * x["ttft_s"] for x in v]),
                   "own_decode_tok_s": summary([x["own"]["decode_tok_s"] for x in v]),
                   "own_ttft_ms": summary([1e3 * x["own"]["ttft_s"] for x in v]),
                   "cpu_ms_per_token": summary([1e3 * x["cpu_s"] / x["tokens"] for x in v]),
+                  "here_cpu_ms_per_token": summary([1e3 * x["here_cpu_s"] / x["tokens"] for x in v]),
+                  "server_cpu_ms_per_token": summary([1e3 * x["server_cpu_s"] / x["tokens"] for x in v]),
                   "tokens": [x["tokens"] for x in v], "cached_tokens": [x["own"]["cached_tokens"] for x in v]}
               for k, v in runs.items()}}
     rows = [[k, median([x["decode_tok_s"] for x in v]), median([1e3 * x["ttft_s"] for x in v]),
              median([x["own"]["decode_tok_s"] for x in v]), median([1e3 * x["own"]["ttft_s"] for x in v]),
-             median([1e3 * x["cpu_s"] / x["tokens"] for x in v]), median([x["tokens"] for x in v])]
+             median([1e3 * x["cpu_s"] / x["tokens"] for x in v]), median([1e3 * x["here_cpu_s"] / x["tokens"] for x in v]),
+             median([1e3 * x["server_cpu_s"] / x["tokens"] for x in v]), median([x["tokens"] for x in v])]
             for k, v in runs.items()]
     md = ("## Server overhead (streaming, interleaved)\n\n"
           + md_table(["side", "decode tok/s", "TTFT ms", "engine's own decode tok/s", "engine's own TTFT ms",
-                      "CPU ms/token (server + client)", "tokens"], rows)
+                      "CPU ms/token (server + client)", "of it: client or in-process", "of it: server",
+                      "tokens"], rows)
           + f"\n\nserve / Chat decode tok/s, median of {rounds} per-round ratios: **{res['decode_ratio']['median']:.3f}** "
           f"(range {res['decode_ratio']['min']:.3f}-{res['decode_ratio']['max']:.3f}; goal >= 0.97). "
           f"TTFT serve - Chat, median of per-round differences: **{res['ttft_diff_ms']['median']:.1f} ms** "
           f"(range {res['ttft_diff_ms']['min']:.1f} to {res['ttft_diff_ms']['max']:.1f}; goal <= 10 ms). "
           f"CPU time per token, serve (server + client) / Chat, median of per-round ratios: "
           f"**{res['cpu_per_token_ratio']['median']:.3f}** (range {res['cpu_per_token_ratio']['min']:.3f}-"
-          f"{res['cpu_per_token_ratio']['max']:.3f}). Same text on both sides every round: {same}. Cores kept busy by other processes before each round: "
+          f"{res['cpu_per_token_ratio']['max']:.3f}). With the raw SSE client instead of openai's: decode "
+          f"**{res['raw_client_decode_ratio']['median']:.3f}** of Chat's, TTFT "
+          f"**{res['raw_client_ttft_diff_ms']['median']:+.1f} ms** (the server's own share of the overhead). "
+          f"Same text on every side every round: {same}. Cores kept busy by other processes before each round: "
           f"{busy}.\n")
     return res, md
 
@@ -265,6 +324,7 @@ def load_test(path: Path, port: int, pid: int, clients: int, requests: int, n: i
 
 
 def main():
+    global THREADS
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--tokens", type=int, default=128)
@@ -275,14 +335,20 @@ def main():
                     "bench_serve_overhead instead of bench_serve)")
     ap.add_argument("--gguf-dir", help="an edgechat output directory with a q4_k_m GGUF of the embedded SmolLM2 "
                     "(default: converted into benchmarks/.cache)")
+    ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the server process only (an experiment's knob)")
+    ap.add_argument("--threads", type=int, default=THREADS, help="the engine's threads, on both sides")
+    ap.add_argument("--name", help="results file stem (default: by --skip)")
     args = ap.parse_args()
-    bench = Bench({None: "bench_serve", "load": "bench_serve_overhead", "overhead": "bench_serve_load"}[args.skip])
+    THREADS = args.threads
+    bench = Bench(args.name or {None: "bench_serve", "load": "bench_serve_overhead", "overhead": "bench_serve_load"}[args.skip])
     path = artifact(Path(args.gguf_dir) if args.gguf_dir else cached_convert(["q8_0", "q4_k_m"]), "q4_k_m")
-    proc, port = start_server(path)
-    out, md = {"artifact": path.name}, ""
+    env = dict(kv.split("=", 1) for kv in args.server_env)
+    proc, port = start_server(path, env)
+    out, md = {"artifact": path.name, "server_env": env, "server_stack": server_stack()}, ""
     try:
         if args.skip != "overhead":
-            r, m = overhead(path, port, proc.pid, args.rounds, args.tokens)
+            r, m = overhead(path, port, proc.pid, args.rounds, args.tokens, env)
             out["overhead"], md = r, md + m + "\n"
             out["loadavg_after_overhead"] = __import__("os").getloadavg()
         if args.skip != "load":
@@ -290,7 +356,10 @@ def main():
             out["load"], md = r, md + m
     finally:
         out["server_exit_code"] = stop_server(proc)
-    bench.write(out, md + f"\nThe server stopped at the end (exit code {out['server_exit_code']}).\n")
+    stack = out["server_stack"]
+    bench.write(out, md + f"\nThe server ran on uvicorn with {stack['loop']} and {stack['http']}"
+                + (f", environment {env}" if env else "") + f"; it stopped at the end (exit code "
+                f"{out['server_exit_code']}).\n")
 
 
 if __name__ == "__main__":

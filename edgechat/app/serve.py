@@ -146,7 +146,9 @@ def build_app(served: list[Served], api_key: str | None = None) -> Starlette:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         gone = False
-        emit = lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
+        def emit(item):  # a non-streamed reply needs only its start: no wake-up of this loop per token
+            if req.stream or item[0] == "start":
+                loop.call_soon_threadsafe(queue.put_nowait, item)
         future = asyncio.wrap_future(s.worker.submit(run_completion, s, req, emit, lambda: gone))
         first = asyncio.ensure_future(queue.get())
         await asyncio.wait([first, future], return_when=asyncio.FIRST_COMPLETED)
