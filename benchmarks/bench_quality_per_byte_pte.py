@@ -183,10 +183,15 @@ def main():
         allowed, fixed = check_budgets(model, opts, budgets)
         t = time.perf_counter()
         module, levers = prepare_module(model, opts, calib)
+        if all("plan" in done.get(n, {}) for n in names):  # a resumed run: the plans the log already holds
+            for name in names:
+                plans[name] = (opts, done[name]["plan"], module, levers)
+            continue
         results = plan_budgets(model, module, opts, budgets, allowed, fixed, calib, lambda *a, **k: None)
         sens_s = round(time.perf_counter() - t, 1)
         for name, (_b, plan, record) in zip(names, results):
             plans[name] = (opts, plan, module, levers)
+            done.pop(name, None)  # scored again: this plan may differ from a logged one
             eager(name, opts, plan=plan, module=module, levers=levers)
             done[name].update(plan_bytes=record["predicted_file_bytes"], sensitivity_s=sens_s,
                               predicted_kld=record.get("predicted_kld"), plan=plan,
@@ -213,8 +218,8 @@ def main():
         model.tokenizer.save(out)  # the engine reads the tokenizer and template beside the program
         if model.chat_template:
             (out / "chat_template.jinja").write_text(model.chat_template)
-        programs = {PROGRAM_DEFAULT: (base, None, None, None, DEFAULT),
-                    **{f"{n} (.pte)": (*plans[n], n) for n in best.values()}}
+        programs = {**{f"{n} (.pte)": (*plans[n], n) for n in best.values()},  # the plans first: the default's
+                    PROGRAM_DEFAULT: (base, None, None, None, DEFAULT)}  # program was scored by bench_pte_quality
         for name, (opts, plan, module, levers, eager_name) in programs.items():
             path = out / f"{'8da4w' if plan is None else slug(eager_name.replace('(c) ', ''))}.pte"
             if not path.exists():
