@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.background import jobs
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 STORIES = DATA / "stories260K" / "hf"
@@ -163,5 +165,20 @@ def stories_out(tmp_path_factory, stories_dir):
 
 @pytest.fixture(scope="session")
 def smol_8da4w(tmp_path_factory):
-    """The embedded SmolLM2-135M-Instruct as an 8da4w .pte (the one SmolLM2 export of the session)."""
-    return shared_export(tmp_path_factory, "smollm2-8da4w", None, ["8da4w"], max_seq_len=512)
+    """The embedded SmolLM2-135M-Instruct as an 8da4w .pte (the one SmolLM2 export of the session, made by
+    `edgechat convert` in the background while the tests before it run: tests/background.py)."""
+    return jobs.wait("smollm2-8da4w", tmp_path_factory.getbasetemp())
+
+
+def pytest_collection_finish(session):
+    """Start the slow exports the selected tests need (tests/background.py), as soon as they are known."""
+    if session.config.option.collectonly or not session.items:
+        return
+    fixtures = {f for item in session.items for f in getattr(item, "fixturenames", ())}
+    if not STORIES.exists():
+        fixtures -= {"vulkan_artifact", "coreml_convert"}  # their tests skip: nothing to build
+    jobs.start(session.config._tmp_path_factory.getbasetemp(), fixtures)
+
+
+def pytest_sessionfinish(session):
+    jobs.stop()

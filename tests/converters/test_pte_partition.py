@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from targets.profile import PROFILES_DIR
-from tests.conftest import run_cli
+from tests.background import jobs
 
 
 def plan_dict(source, target, accelerator, n_ctx=64):
@@ -20,31 +19,28 @@ def plan_dict(source, target, accelerator, n_ctx=64):
 
 
 @pytest.fixture(scope="session")
-def small_gpu_phone(tmp_path_factory):
-    """pixel8 with a Mali budget of 0.9 MB: with n_ctx 64, room for stories260K's buffers and two layers."""
-    d = tmp_path_factory.mktemp("targets")
-    text = (PROFILES_DIR / "pixel8.toml").read_text().replace('name = "pixel8"', 'name = "tiny-gpu-phone"')
-    text = text.replace("memory_budget_gb = 2.0", "memory_budget_gb = 0.0009", 1)
-    (d / "tiny-gpu-phone.toml").write_text(text)
-    return str(d / "tiny-gpu-phone.toml")
+def vulkan_artifact(stories_dir, tmp_path_factory):
+    """stories260K's plan for a pixel8 whose Mali budget holds two layers, lowered as planned (in the
+    background: tests/background.py)."""
+    out = jobs.wait("vulkan", tmp_path_factory.getbasetemp())
+    r = json.loads((out / "result.json").read_text())
+    return r["plan"], out / "stories-vulkan.pte", r["artifact"]
 
 
 @pytest.fixture(scope="session")
-def vulkan_artifact(stories_model, stories_dir, small_gpu_phone, tmp_path_factory):
-    from converters.pte_partition import export_planned_pte
-
-    plan = plan_dict(stories_dir, small_gpu_phone, "Mali-G715 MC7")
-    path = tmp_path_factory.mktemp("vulkan") / "stories-vulkan.pte"
-    return plan, path, export_planned_pte(stories_model, path, plan["chosen"], max_seq_len=64)
+def coreml_convert(stories_dir, tmp_path_factory):
+    """`convert --target iphone15pro --on "Neural Engine"` once (in the background: tests/background.py): its
+    output directory and manifest. The Core ML lowering takes most of a minute even for stories260K."""
+    out = jobs.wait("coreml", tmp_path_factory.getbasetemp())
+    return out, json.loads((out / "edgechat.json").read_text())
 
 
 @pytest.fixture(scope="session")
-def coreml_artifact(stories_model, stories_dir, tmp_path_factory):
-    from converters.pte_partition import export_planned_pte
-
-    plan = plan_dict(stories_dir, "iphone15pro", "Neural Engine")
-    path = tmp_path_factory.mktemp("coreml") / "stories-coreml.pte"
-    return plan, path, export_planned_pte(stories_model, path, plan["chosen"], max_seq_len=64)
+def coreml_artifact(coreml_convert):
+    out, m = coreml_convert
+    acc = [a for a in m["artifacts"] if a.get("accelerator_backend") == "coreml"]
+    assert len(acc) == 1
+    return m["target_plan"], out / acc[0]["file"], acc[0]
 
 
 def test_the_plan_splits_the_gpu_layers(vulkan_artifact):
@@ -98,11 +94,8 @@ def test_a_plan_without_an_accelerator_is_refused(stories_dir, stories_model, tm
 
 
 @pytest.mark.slow
-def test_convert_target_writes_the_accelerator_artifact(stories_dir, tmp_path):
-    out = tmp_path / "out"
-    run_cli("convert", str(stories_dir), "-o", str(out), "--target", "iphone15pro", "--format", "pte", "--quant",
-            "fp32", "--on", "Neural Engine", "--max-seq-len", "64", "--no-eval", check=True)
-    m = json.loads((out / "edgechat.json").read_text())
+def test_convert_target_writes_the_accelerator_artifact(coreml_convert):
+    out, m = coreml_convert
     assert m["target_plan"]["chosen"]["partitioners"] == ["coreml", "xnnpack"]
     acc = [a for a in m["artifacts"] if a.get("accelerator_backend") == "coreml"]
     assert len(acc) == 1 and acc[0]["matches_plan"] and (out / acc[0]["file"]).exists()
