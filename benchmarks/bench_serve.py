@@ -16,7 +16,6 @@ load      --clients concurrent clients (threads, one openai client each) send --
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import threading
@@ -24,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PYTHON, ROOT, THREADS, Bench, artifact, cached_convert, cpu_busy_cores, md_table, median,  # noqa: E402
+from edgechat.app import serve_process  # noqa: E402
+from common import (PYTHON, THREADS, Bench, artifact, cached_convert, cpu_busy_cores, md_table, median,  # noqa: E402
                     rotate, summary)
 
 N_CTX = 2048
@@ -35,26 +35,11 @@ QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbo
 
 
 def start_server(path: Path, env: dict | None = None) -> tuple[subprocess.Popen, int]:
-    import os
-
-    proc = subprocess.Popen([PYTHON, "-m", "edgechat.cli", "serve", str(path), "--port", "0", "--threads",
-                             str(THREADS), "--n-ctx", str(N_CTX)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
-    line = proc.stderr.readline()
-    m = re.search(r"on http://127\.0\.0\.1:(\d+)/v1", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"serve did not start: {line}{proc.stderr.read()}")
-    return proc, int(m.group(1))
+    return serve_process.start(path, "--threads", THREADS, "--n-ctx", N_CTX, env=env, python=PYTHON)
 
 
 def stop_server(proc: subprocess.Popen) -> int:
-    proc.terminate()
-    try:
-        return proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+    return serve_process.stop(proc)
 
 
 def proc_mib(pid: int) -> dict:

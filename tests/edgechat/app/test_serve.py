@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from edgechat.app import serve_process
 from tests.conftest import ROOT, artifact
 
 openai = pytest.importorskip("openai")
@@ -18,23 +19,11 @@ PROMPT = [{"role": "user", "content": "Once upon a time"}]
 
 
 def start_server(*args):
-    proc = subprocess.Popen([sys.executable, "-m", "edgechat.cli", "serve", *map(str, args), "--port", "0",
-                             "--threads", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    m = re.search(r"on http://127\.0\.0\.1:(\d+)/v1", line)
-    if not m:
-        proc.kill()
-        raise AssertionError(f"serve did not start: {line}{proc.stderr.read()}")
-    return proc, int(m.group(1))
+    return serve_process.start(*args, "--threads", "1")
 
 
 def stop_server(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    serve_process.stop(proc, timeout=30)
 
 
 @pytest.fixture(scope="module")
