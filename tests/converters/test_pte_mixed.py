@@ -11,34 +11,23 @@ from converters import pte_mixed as pm
 from converters.pte_program import program_layout
 from runtimes.pte_engine import PteEngine
 from runtimes.torch_engine import TorchEngine
+from tests.background import jobs
 from tests.conftest import run_cli
 
 SEQ = 64
 BUDGET_MIB = 0.3  # between stories260K's smallest plan (0.26 MiB) and all-8-bit
 
 
-def _convert(tmp_path_factory, name, stories_dir, **extra):
-    from edgechat.app.pipeline import ConvertOptions, convert
-    from edgechat.reports.progress import Steps
-
-    out = tmp_path_factory.getbasetemp() / f"pte-mixed-{name}"
-    if not (out / "edgechat.json").exists():
-        opts = ConvertOptions(formats=["pte"], evaluate=False, budgets=[{"size_mib": BUDGET_MIB}],
-                              extra={"max_seq_len": SEQ, **extra})
-        with Steps(enabled=False) as steps:
-            convert(stories_dir, out, opts, steps)
-    return out
-
-
 @pytest.fixture(scope="session")
 def mixed_out(tmp_path_factory, stories_dir):
-    """A budget's plan with AWQ and two QAT steps."""
-    return _convert(tmp_path_factory, "awq-qat", stories_dir, awq=True, qat_steps=2)
+    """A budget's plan with AWQ and two QAT steps (`convert --size-mib 0.3 --awq --qat-steps 2`, made in the
+    background: tests/background.py)."""
+    return jobs.wait("pte-mixed-awq-qat", tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
 def hqq_out(tmp_path_factory, stories_dir):
-    return _convert(tmp_path_factory, "hqq", stories_dir, hqq=True)
+    return jobs.wait("pte-mixed-hqq", tmp_path_factory.getbasetemp())
 
 
 def _artifact(out):
