@@ -24,6 +24,12 @@ def check_budgets(model: Model, opts, budgets: list[dict]) -> tuple[list[int], i
 
 def plan_budgets(model: Model, module, opts, budgets, allowed, fixed, calibration, step, measure_all=None):
     """[(budget, plan, the manifest's plan record)] from one sensitivity pass on `module`."""
+    sens = budget_sensitivity(model, module, opts, calibration, step, measure_all)
+    return [(budget, *plan_within(sens, limit, fixed)) for budget, limit in zip(budgets, allowed)]
+
+
+def budget_sensitivity(model: Model, module, opts, calibration, step, measure_all=None) -> dict:
+    """The per-module sensitivity pass every budget's plan is chosen from."""
     batch = mp.calibration_batch(calibration_for(model, calibration))
     planned = pm.planned_modules(module)
     if measure_all is None:
@@ -37,13 +43,13 @@ def plan_budgets(model: Model, module, opts, budgets, allowed, fixed, calibratio
         if callable(advance):
             advance(done[0])
 
-    sens = pm.sensitivity(module, opts.max_seq_len, batch, opts.hqq, measure_all=measure_all, on_step=on_step)
-    out = []
-    for budget, limit in zip(budgets, allowed):
-        plan = mp.choose_types(sens, limit)
-        summary = mp.plan_summary(sens, plan)
-        out.append((budget, plan, {**summary, "predicted_file_bytes": summary["tensor_bytes"] + fixed,
-                                   "method": sens["method"], "calibration": sens["calibration"],
-                                   "sensitivity": {n: {t: e["kld"] for t, e in info["types"].items()}
-                                                   for n, info in sens["tensors"].items()}}))
-    return out
+    return pm.sensitivity(module, opts.max_seq_len, batch, opts.hqq, measure_all=measure_all, on_step=on_step)
+
+
+def plan_within(sens: dict, limit: int, fixed: int) -> tuple[dict, dict]:
+    """The plan whose planned modules take at most `limit` bytes, and its manifest record."""
+    plan = mp.choose_types(sens, limit)
+    summary = mp.plan_summary(sens, plan)
+    return plan, {**summary, "predicted_file_bytes": summary["tensor_bytes"] + fixed, "method": sens["method"],
+                  "calibration": sens["calibration"],
+                  "sensitivity": {n: {t: e["kld"] for t, e in info["types"].items()} for n, info in sens["tensors"].items()}}

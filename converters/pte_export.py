@@ -29,6 +29,7 @@ from edgechat.core.model import Model
 EMBEDDING_QUANTS = ("8w", "4w", "none")
 HEAD_QUANTS = ("8w", "4w")
 GROUP_SIZES = (32, 64, 128)
+REPLANS = 3  # a budget's program planned again at most this often when it comes out over the budget
 DEFAULT_GROUP_SIZE = 32  # the block size of llama.cpp's Q4_0, so the two 4-bit formats compare like for like
 DEFAULT_MAX_SEQ_LEN = 2048
 EVAL_CHUNK = 256  # forward_all's longest call: bounds its planned memory (T x vocab logits)
@@ -317,18 +318,40 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
     """One .pte per budget: checked before any work, one sensitivity pass after the levers, one plan each."""
     import copy
 
-    from converters.pte_budget import check_budgets, plan_budgets
+    from converters import mixed_precision as mp
+    from converters.pte_budget import budget_sensitivity, check_budgets, plan_within
     from converters.pte_levers import prepare_module
 
     budgets, opts = extra["budgets"], budget_options(model, extra)
     allowed, fixed = check_budgets(model, opts, budgets)
     module, levers = prepare_module(model, opts, extra.get("calibration"), step)
+    sens = budget_sensitivity(model, module, opts, extra.get("calibration"), step, extra.get("measure_all"))
     out = []
-    for budget, plan, record in plan_budgets(model, module, opts, budgets, allowed, fixed, extra.get("calibration"),
-                                              step, extra.get("measure_all")):
+    for budget, limit in zip(budgets, allowed):
         name = budget_name(budget)
         path = out_dir / f"{slug(model.name)}-{name}.pte"
+        plan, record = plan_within(sens, limit, fixed)
         art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
                               module=copy.deepcopy(module), levers=levers)
+        overs = []  # the program's own bytes beyond the weights are estimated: an overshoot is taken off the plan
+        total = limit + fixed  # the file's budget
+        while (over := path.stat().st_size - total) > 0:
+            size = path.stat().st_size
+            try:
+                if len(overs) == REPLANS:
+                    raise ValueError
+                limit -= over
+                plan, record = plan_within(sens, limit, fixed)
+            except ValueError:
+                path.unlink()
+                raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte this model "
+                                    f"makes once written: {size / 2**20:.2f} MiB with the types planned for it "
+                                    "last; ask for more") from None
+            overs.append(over)
+            step(f"{path.name} is {over} bytes over its budget: planned again {sum(overs)} bytes smaller")
+            art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
+                                  module=copy.deepcopy(module), levers=levers)
+        if overs:
+            record["replanned_over_bytes"] = overs
         out.append({**art, "budget": budget, "plan": record})
     return out

@@ -30,6 +30,25 @@ def hqq_out(tmp_path_factory, stories_dir):
     return jobs.wait("pte-mixed-hqq", tmp_path_factory.getbasetemp())
 
 
+def test_a_program_over_its_budget_is_planned_again_smaller(stories_dir, tmp_path, monkeypatch):
+    """The program's bytes beyond its weights are estimated (pte_mixed's slack): with the estimate zeroed the
+    first program comes out over the budget, and the plan is made again by the overshoot, within it."""
+    from edgechat.app.pipeline import ConvertOptions, convert
+    from edgechat.reports.progress import Steps
+
+    monkeypatch.setattr(pm, "PROGRAM_SLACK", 0)
+    monkeypatch.setattr(pm, "PER_MODULE_SLACK", 0)
+    opts = ConvertOptions(formats=["pte"], evaluate=False, budgets=[{"size_mib": BUDGET_MIB}],
+                          extra={"max_seq_len": SEQ})
+    with Steps(enabled=False) as steps:
+        convert(stories_dir, tmp_path / "out", opts, steps)
+    art = json.loads((tmp_path / "out" / "edgechat.json").read_text())["artifacts"][0]
+    assert art["plan"]["replanned_over_bytes"] and min(art["plan"]["replanned_over_bytes"]) > 0
+    assert (tmp_path / "out" / art["file"]).stat().st_size == art["bytes"] <= BUDGET_MIB * 2**20
+    assert [x["choice"] for x in program_layout(tmp_path / "out" / art["file"])["linears"]] == \
+        [c for n, c in art["plan"]["tensor_types"].items() if n != "model.embed_tokens"]
+
+
 def _artifact(out):
     art = json.loads((out / "edgechat.json").read_text())["artifacts"]
     assert [a["quant"] for a in art] == [f"mixed-{BUDGET_MIB:g}mib"]
