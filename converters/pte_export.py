@@ -331,26 +331,25 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
         name = budget_name(budget)
         path = out_dir / f"{slug(model.name)}-{name}.pte"
         plan, record = plan_within(sens, limit, fixed)
-        art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
-                              module=copy.deepcopy(module), levers=levers)
-        overs = []  # the program's own bytes beyond the weights are estimated: an overshoot is taken off the plan
-        total = limit + fixed  # the file's budget
-        while (over := path.stat().st_size - total) > 0:
-            size = path.stat().st_size
-            try:
-                if len(overs) == REPLANS:
-                    raise ValueError
-                limit -= over
-                plan, record = plan_within(sens, limit, fixed)
-            except ValueError:
-                path.unlink()
-                raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte this model "
-                                    f"makes once written: {size / 2**20:.2f} MiB with the types planned for it "
-                                    "last; ask for more") from None
-            overs.append(over)
-            step(f"{path.name} is {over} bytes over its budget: planned again {sum(overs)} bytes smaller")
+        total, overs = limit + fixed, []  # the file's budget; the overshoots taken off the plan
+        while True:
             art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
                                   module=copy.deepcopy(module), levers=levers)
+            if (size := path.stat().st_size) <= total:
+                break
+            # the program's own bytes beyond the weights are estimated: take the overshoot off and plan again
+            overs.append(size - total)
+            if len(overs) <= REPLANS:
+                try:
+                    plan, record = plan_within(sens, limit - sum(overs), fixed)
+                    step(f"{path.name} is {overs[-1]} bytes over its budget: planned again {sum(overs)} bytes smaller")
+                    continue
+                except ValueError:  # below the smallest plan
+                    pass
+            path.unlink()
+            raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte this model "
+                                f"makes once written: {size / 2**20:.2f} MiB with the types planned for it "
+                                "last; ask for more")
         if overs:
             record["replanned_over_bytes"] = overs
         out.append({**art, "budget": budget, "plan": record})
