@@ -56,9 +56,9 @@ class EagerProgram:
     def logits_all(self, ids):
         import torch
 
-        from converters.pte_mixed import quiet_native
+        from edgechat.core.native_io import quiet_stderr
 
-        with torch.inference_mode(), quiet_native():
+        with torch.inference_mode(), quiet_stderr():
             return self.runner(torch.tensor([ids]), torch.tensor([0]))[0].float().numpy()
 
 

@@ -74,7 +74,7 @@ def _fold(norm, linears: list[nn.Linear], s: torch.Tensor) -> None:
 def apply_awq(module: nn.Module, batch: torch.Tensor, group: int, seq_len: int) -> dict:
     """Search and fold, layer by layer, in place on an fp32 export module; returns the manifest's record
     (alpha and relative output error per group), from one pass of the calibration batch."""
-    from converters.pte_mixed import quiet_native
+    from edgechat.core.native_io import quiet_stderr
     from converters.pte_modules import ExportModel
 
     runner = ExportModel(module, seq_len, last_only=False)
@@ -82,7 +82,7 @@ def apply_awq(module: nn.Module, batch: torch.Tensor, group: int, seq_len: int) 
               for norm_name, linears in _groups(layer)]
     captured: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(groups))}
     record = {}
-    with torch.inference_mode(), quiet_native():
+    with torch.inference_mode(), quiet_stderr():
         # one pass captures every group's input: a fold keeps the fp32 function, so no later input changes
         handles = [g[3][0].register_forward_pre_hook(
             lambda _m, args, k=k: captured[k].append(args[0].detach().flatten(0, -2).float()))

@@ -17,6 +17,7 @@ from torch import nn
 
 from converters import mixed_precision as mp
 from edgechat.core.errors import EdgechatError
+from edgechat.core.native_io import quiet_stderr
 
 LINEAR_CHOICES = ("8da4w-g32", "8da4w-g64", "8da4w-g128", "8da8w")
 EMBEDDING_CHOICES = ("4w-g32", "4w-g64", "4w-g128", "8w")
@@ -155,14 +156,6 @@ def uniform_plan(module: nn.Module, linear: str, embedding: str | None, head: st
     return plan
 
 
-def quiet_native():
-    """ExecuTorch's fused-op kernels, run eagerly, print a line to C stderr per call ("No temp allocator
-    provided"): keep the sensitivity and AWQ passes' thousands of calls out of the user's terminal."""
-    from edgechat.core.native_io import quiet_stderr
-
-    return quiet_stderr()
-
-
 # ---- sensitivity ---------------------------------------------------------------------------------------
 
 def _set(module: nn.Module, name: str, child: nn.Module) -> None:
@@ -202,7 +195,7 @@ def sensitivity(module: nn.Module, seq_len: int, batch: torch.Tensor, hqq: bool,
     their output-error energy (weights' error squared times their inputs' mean square), as the GGUF side does."""
     from converters.pte_modules import ExportModel
 
-    with torch.inference_mode(), quiet_native():
+    with torch.inference_mode(), quiet_stderr():
         planned = planned_modules(module)
         if measure_all is None:
             measure_all = sum(p.numel() for p in module.parameters()) * batch.numel() * \
