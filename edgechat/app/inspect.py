@@ -43,10 +43,10 @@ def runs_on(path: Path, header) -> dict:
 
 
 def describe(artifact: str | None) -> dict:
-    from edgechat.core.sources import resolve_artifact
+    from edgechat.core.sources import path_kind, resolve_artifact
 
-    path = resolve_artifact(artifact)
-    if path.suffix == ".gguf":
+    kind, path = path_kind(resolve_artifact(artifact))
+    if kind == "gguf":
         info = describe_gguf(path)
         manifest = read_manifest(path.parent)
         if manifest:
@@ -57,9 +57,9 @@ def describe(artifact: str | None) -> dict:
                                                 if k in entry}
                 info["manifest"]["imatrix"] = manifest.get("imatrix")
         return info
-    if path.suffix == ".pte":
+    if kind == "pte":
         return describe_pte(path)
-    if path.is_dir() and (path / "config.json").exists():
+    if kind in ("hf", "artifacts") and (path / "config.json").exists():
         return {"dir": str(path), "format": "hf", "config": json.loads((path / "config.json").read_text()),
                 "files": sorted(p.name for p in path.iterdir())}
     raise EdgechatError(f"cannot inspect {path}: give a .gguf or .pte file or an output/HF directory")

@@ -71,13 +71,11 @@ def summary(values: list) -> dict:
 def artifact_facts(path: str, target: str, prompt_tokens: int, gen_tokens: int, n_ctx: int,
                    threads: int | None = None) -> dict:
     """Format, quant, parameter count and (GGUF) the planner's estimate on the target, from the header."""
-    p = Path(path)
-    if p.is_dir():
-        from edgechat.core.sources import resolve_artifact
+    from edgechat.core.sources import path_kind, resolve_artifact
 
-        p = resolve_artifact(p)
-    if p.suffix != ".gguf":
-        return {"format": p.suffix.lstrip(".") or "hf", "quant": None, "params": None, "estimate": None}
+    kind, p = path_kind(resolve_artifact(path))
+    if kind != "gguf":
+        return {"format": "hf" if kind == "artifacts" else kind, "quant": None, "params": None, "estimate": None}
     from edgechat.app.targeting import plan_for
     from edgechat.core.gguf_file import read_header
 

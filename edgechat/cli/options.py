@@ -24,3 +24,9 @@ def n_ctx_option(default):
     return click.option("--n-ctx", type=NCtx(), default=default, show_default=True,
                         help="Context window in tokens, or auto: the largest that fits the target's memory budget "
                              "and this machine's free memory (checked before loading).")
+
+
+def emit_json(obj) -> None:
+    import json
+
+    click.echo(json.dumps(obj, indent=2, default=str))
