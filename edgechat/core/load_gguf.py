@@ -12,7 +12,7 @@ from edgechat.core.errors import EdgechatError
 from edgechat.core.files import sha256_of
 from edgechat.core.gguf_file import read_header
 from edgechat.core.model import Model, build_module, expected_tensors
-from edgechat.core.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer, guarded
+from edgechat.core.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer, guarded, rstrip_tokens
 from edgechat.core.validate import check_layer_count, check_vocab
 
 
@@ -38,7 +38,8 @@ def read_vocab(reader) -> GGUFVocab:
     return GGUFVocab(model=kv("model"), tokens=kv("tokens"), types=kv("token_type"), scores=kv("scores"),
                      merges=kv("merges"), pre=kv("pre"), bos_id=kv("bos_token_id"), eos_id=kv("eos_token_id"),
                      eot_id=kv("eot_token_id"), unk_id=kv("unknown_token_id"), pad_id=kv("padding_token_id"),
-                     add_bos=bool(kv("add_bos_token", False)), add_space_prefix=kv("add_space_prefix"))
+                     add_bos=bool(kv("add_bos_token", False)), add_space_prefix=kv("add_space_prefix"),
+                     rstrip=rstrip_tokens(field_value(reader, "general.name"), kv("tokens"), kv("token_type")))
 
 
 def tokenizer_from_vocab(v: GGUFVocab, path: Path | str = "the GGUF file"):

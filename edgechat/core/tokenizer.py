@@ -35,7 +35,20 @@ class GGUFVocab:
     pad_id: int | None = None
     add_bos: bool = False
     add_space_prefix: bool | None = None
+    rstrip: frozenset = frozenset()  # added tokens that swallow the whitespace after them (a GGUF has no flag)
     extra: dict = field(default_factory=dict)
+
+
+# llama.cpp's rule for the tokens a GGUF cannot mark (llama-vocab.cpp, by general.name): in a Phi-3 every special
+# token swallows the whitespace after it, as its tokenizer.json's rstrip says, except these three
+RSTRIP_NAMES, RSTRIP_KEEP = ("phi-3", "phi3"), frozenset({"<unk>", "<s>", "<|endoftext|>"})
+
+
+def rstrip_tokens(model_name: str | None, tokens: list[str], types: list[int] | None) -> frozenset:
+    if not model_name or not any(n in model_name.lower() for n in RSTRIP_NAMES) or types is None:
+        return frozenset()
+    special = {t for t, ty in zip(tokens, types) if ty in (CONTROL, USER_DEFINED, UNKNOWN)} | ({"</s>"} & set(tokens))
+    return frozenset(special - RSTRIP_KEEP)
 
 
 class Tokenizer:
@@ -129,7 +142,7 @@ class HFTokenizer(Tokenizer):
         tok = _Tok(models.BPE(vocab=vocab, merges=merges, ignore_merges=v.pre in ("llama-bpe", "llama3")))
         tok.pre_tokenizer = pre_tokenizer_for(v.pre, pre_tokenizers, Regex)
         tok.decoder = decoders.ByteLevel()
-        tok.add_tokens([AddedToken(t, special=ty == CONTROL, normalized=False)
+        tok.add_tokens([AddedToken(t, special=ty == CONTROL, normalized=False, rstrip=t in v.rstrip)
                         for t, ty in zip(v.tokens, v.types) if ty in (CONTROL, USER_DEFINED)])
         return cls(tok, bos_id=v.bos_id, eos_ids=eos_list(v), add_bos=v.add_bos, pre=v.pre)
 
