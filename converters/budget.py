@@ -75,3 +75,19 @@ def plan_budget(teacher: Model, cfg: DistillConfig, minutes: float, student: Mod
     return BudgetPlan(minutes=minutes, device=cfg.device, step_s=step_s, steps=steps, tokens_per_step=per_step,
                       tokens=steps * per_step, tokens_per_param=float(f"{per_param:.4g}"),
                       kept_fractions=kept_fractions(per_param))
+
+
+def recovery_note(teacher_params: int, kept: float, cfg: DistillConfig | None, world: int = 1) -> str | None:
+    """A line for a student pruned to `kept` of the teacher's parameters with cfg's distillation steps when
+    BUDGET_RULE says those tokens recover only lighter pruning (None when they suffice)."""
+    steps = cfg.steps if cfg else 0
+    tokens = steps * (cfg.micro_batch * cfg.grad_accum * cfg.seq_len * world if cfg else 0)
+    per_param = tokens / teacher_params
+    lightest = min(kept_fractions(per_param))
+    if kept >= lightest - 0.02:  # plan_for_target lands a little under the fraction asked for
+        return None
+    given = (f"{steps} distillation steps ({tokens / 1e6:.3g}M tokens, {per_param:.2g} per parameter of the source)"
+             if steps else "no distillation")
+    return (f"note: a {kept:.0%} student with {given} is likely far from the source: that much training "
+            f"recovers students down to about {lightest:.0%} of its parameters (keep more with --target-params "
+            f"{lightest:g}, or distill longer or on a GPU; `edgechat tune` picks the ratio for a budget)")

@@ -34,7 +34,8 @@ def check_inputs(recipe: Recipe) -> None:
 
 def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> tuple[Model, dict]:
     """Returns the student and the manifest's record of every stage."""
-    from converters.prune import measure_importance, plan_for_target, plan_from_options, prune
+    from converters.budget import recovery_note
+    from converters.prune import measure_importance, plan_for_target, plan_from_options, prune, pruned_config
     from edgechat.core.conversation import calibration_sequences
 
     record: dict = {"teacher_params": teacher.config.param_count()}
@@ -43,6 +44,11 @@ def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> t
     if p.active:  # the plan needs only the config: impossible requests fail before the importance pass
         plan = (plan_for_target(teacher.config, p.target_params, p.strategy) if p.target_params
                 else plan_from_options(teacher.config, p.layers, p.ffn, p.heads, p.hidden))
+        kept = pruned_config(teacher.config, plan).param_count() / teacher.config.param_count()
+        note = recovery_note(teacher.config.param_count(), kept, recipe.distill)
+        if note:  # said before the long work, so the user can stop it
+            steps.note(note)
+            record["budget_note"] = note
         seqs = calibration_sequences(teacher, p.calib)
         advance = steps.step("measuring importance on calibration text", total=len(seqs))
         imp = measure_importance(teacher, seqs, on_sequence=advance)

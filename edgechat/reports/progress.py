@@ -15,6 +15,7 @@ class Steps:
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
                                  disable=not self.enabled, transient=False)
         self._task = None
+        self.notes: list[str] = []
         self.timings: dict[str, float] = {}
         self._t = None
 
@@ -38,3 +39,8 @@ class Steps:
         self._t = time.perf_counter()
         self._task = self.progress.add_task(description, total=total)
         return lambda done: self.progress.update(self._task, completed=done)
+
+    def note(self, text: str) -> None:
+        """A line for the user now (above the bars; in logs and pipes too), kept in .notes for the manifest."""
+        self.notes.append(text)
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)

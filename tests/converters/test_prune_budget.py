@@ -41,3 +41,18 @@ def test_distill_budget_minutes_sets_the_steps(stories_dir, tmp_path):
     record = json.loads(log.read_text())
     assert record["config"]["steps"] == len(record["log"]) >= 1
     assert (tmp_path / "student" / "config.json").exists()
+
+
+def test_a_student_pruned_beyond_what_its_steps_recover_gets_a_note():
+    from converters.budget import recovery_note
+
+    smollm2 = 134_515_008
+    assert recovery_note(smollm2, 0.5, DistillConfig(steps=200)) == (
+        "note: a 50% student with 200 distillation steps (0.205M tokens, 0.0015 per parameter of the source) is "
+        "likely far from the source: that much training recovers students down to about 90% of its parameters "
+        "(keep more with --target-params 0.9, or distill longer or on a GPU; `edgechat tune` picks the ratio for "
+        "a budget)")
+    assert "about 70%" in recovery_note(smollm2, 0.5, DistillConfig(steps=200_000))  # 1.5 tokens per parameter
+    assert recovery_note(smollm2, 0.7, None).startswith("note: a 70% student with no distillation is likely far")
+    assert recovery_note(smollm2, 0.89, DistillConfig(steps=200)) is None  # within reach (0.9, less rounding)
+    assert recovery_note(smollm2, 0.5, DistillConfig(steps=2_000_000)) is None

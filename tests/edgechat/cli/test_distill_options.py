@@ -2,6 +2,7 @@
 precision in the manifest; bad values fail before any model work; --help explains them."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -20,7 +21,12 @@ def test_convert_on_teacher_data_records_hash_and_precision(stories_dir, tmp_pat
                     "--distill-steps", "4", "--teacher-data", "12", "--magpie-share", "0.25", "--precision", "fp32",
                     cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
-    d = json.loads((out / "edgechat.json").read_text())["compression"]["distill"]
+    # half the MLP with 4 steps: the user is told at once that so few tokens do not recover it
+    c = json.loads((out / "edgechat.json").read_text())["compression"]
+    assert re.fullmatch(r"note: a \d\d% student with 4 distillation steps \(0\.0041M tokens, \d\.\d+ per parameter of "
+                        r"the source\) is likely far from the source: .*", c["budget_note"])
+    assert c["budget_note"] in " ".join(proc.stderr.split())
+    d = c["distill"]
     assert d["precision"] == "fp32" and d["config"]["teacher_data"] == 12
     td = d["teacher_data"]
     (cached,) = (tmp_path / "cache" / "teacher-data").glob("*.jsonl")
