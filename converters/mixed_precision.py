@@ -22,8 +22,8 @@ CANDIDATES_32 = ("Q4_0", "IQ4_NL", "Q5_0", "Q8_0")  # rows a multiple of 32 only
 ALIGN = 32  # GGUF's default data alignment: each tensor's data is padded to it
 HEADER_SLACK = 4096  # bytes: a quantized file's header has a few more keys than the F32 file it comes from
 MEASURE_ALL_MACS = 2e11  # below this many multiply-adds for measuring every candidate, every one is measured
-SENS_SEQS, SENS_TOKENS = 2, 64
-DP_UNITS = 200_000  # byte steps of the plan's dynamic programme: its rounding wastes at most 1/DP_UNITS per tensor  # calibration for the KL measurements: a batch of this many x this many tokens
+SENS_SEQS, SENS_TOKENS = 2, 64  # calibration for the KL measurements: a batch of this many x this many tokens
+DP_UNITS = 200_000  # byte steps of the plan's dynamic programme: its rounding wastes at most 1/DP_UNITS per tensor
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ def _kld(module, ids: torch.Tensor, ref_logp: torch.Tensor) -> float:
 
 
 def sensitivity(model: Model, base_gguf: Path, sequences: list[list[int]], imatrix: dict | None = None,
-                threads: int | None = None, measure_all: bool | None = None, on_step=None) -> dict:
+                threads: int | None = None, measure_all: bool | None = None, on_step=None,
+                calib_seqs: int = SENS_SEQS, calib_tokens: int = SENS_TOKENS) -> dict:
     """{"tensors": {gguf name: {"rows", "cols", "types": {type: {"bytes", "kld", "measured"}}}}, "method", ...}.
 
     Each candidate type is made once for every tensor it fits by llama.cpp's quantizer (with the importance
@@ -116,7 +117,8 @@ def sensitivity(model: Model, base_gguf: Path, sequences: list[list[int]], imatr
     from converters.imatrix import torch_threads
 
     with torch_threads(threads), torch.inference_mode():
-        return _sensitivity(model, base_gguf, sequences, imatrix, threads, measure_all, on_step)
+        return _sensitivity(model, base_gguf, calibration_batch(sequences, calib_seqs, calib_tokens), imatrix,
+                            threads, measure_all, on_step)
 
 
 def scale_unmeasured(types: dict, low: str, energy) -> None:
@@ -128,7 +130,7 @@ def scale_unmeasured(types: dict, low: str, energy) -> None:
             entry["kld"] = types[low]["kld"] * (energy(typ) / e_low if e_low > 0 else 0.0)
         entry["kld"] = round(entry["kld"], 8)
 
-def _sensitivity(model, base_gguf, sequences, imatrix, threads, measure_all, on_step) -> dict:
+def _sensitivity(model, base_gguf, ids, imatrix, threads, measure_all, on_step) -> dict:
     from converters.gguf_quantize import quantize
     from converters.imatrix import compute_imatrix
     from edgechat.core.load_gguf import load_gguf
@@ -136,7 +138,6 @@ def _sensitivity(model, base_gguf, sequences, imatrix, threads, measure_all, on_
     module = model.module
     tensors = planned_tensors(model)
     params = dict(module.named_parameters())
-    ids = calibration_batch(sequences)
     activations = compute_imatrix(model, [row.tolist() for row in ids])  # input channels' mean squares
     ref_logp = torch.log_softmax(module(ids).float(), dim=-1)
     types = list(dict.fromkeys(c for t in tensors for c in candidates(t.cols) if c != "F16"))
