@@ -103,27 +103,42 @@ def calibration_loss(module, sequences: list[list[int]]) -> float:
     return total / n
 
 
-def layers_by_loss(model: Model, sequences: list[list[int]], n_drop: int, on_trial=None) -> list[dict]:
+@torch.inference_mode()
+def removal_losses(module, sequences: list[list[int]], keep: list[int]) -> dict[int, float]:
+    """For each block in `keep`, the calibration loss of the model made of the other blocks of `keep`. A block's
+    input does not depend on the blocks after it, so every block's input is computed once per sequence and each
+    trial runs only the blocks after the one it leaves out: half the work of running every trial model whole."""
+    layers = module.model.layers
+    total, n = dict.fromkeys(keep, 0.0), 0
+    for ids in sequences:
+        t = torch.tensor([ids])
+        x, rope = module.embed_and_rope(t)
+        inputs = []
+        for j in keep:
+            inputs.append(x)
+            x = layers[j](x, rope, None)
+        for k, i in enumerate(keep):
+            y = inputs[k]
+            for j in keep[k + 1:]:
+                y = layers[j](y, rope, None)
+            logits = module.lm_head(module.model.norm(y))[0, :-1].float()
+            total[i] += float(torch.nn.functional.cross_entropy(logits, t[0, 1:], reduction="sum"))
+        n += len(ids) - 1
+    if n == 0:
+        raise EdgechatError("no calibration tokens to measure the layer-removal loss on")
+    return {i: v / n for i, v in total.items()}
+
+
+def layers_by_loss(model: Model, sequences: list[list[int]], n_drop: int) -> list[dict]:
     """Remove n_drop blocks one at a time: each round measures the calibration loss of the model without each
     remaining block and removes the one whose removal raises it least, then measures again with that block
     gone (a block's cost depends on which others are left). Returns [{"layer", "loss_without"}] in order."""
-    layers = model.module.model.layers
-    keep, removed, trials = list(range(len(layers))), [], 0
-    try:
-        for _ in range(n_drop):
-            best = None
-            for i in keep:
-                model.module.model.layers = torch.nn.ModuleList(layers[j] for j in keep if j != i)
-                loss = calibration_loss(model.module, sequences)
-                trials += 1
-                if on_trial:
-                    on_trial(trials)
-                if best is None or loss < best[1]:
-                    best = (i, loss)
-            keep.remove(best[0])
-            removed.append({"layer": best[0], "loss_without": round(best[1], 6)})
-    finally:
-        model.module.model.layers = layers
+    keep, removed = list(range(len(model.module.model.layers))), []
+    for _ in range(n_drop):
+        losses = removal_losses(model.module, sequences, keep)
+        best = min(keep, key=lambda i: (losses[i], i))  # ties: the earlier block, as the trial order had it
+        keep.remove(best)
+        removed.append({"layer": best, "loss_without": round(losses[best], 6)})
     return removed
 
 

@@ -290,6 +290,15 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor, start_pos: int | None = None, hidden: bool = False):
         """tokens [B, T] -> logits [B, T, vocab]. start_pos=None runs without a cache (batch allowed);
         an int writes the cache at [start_pos, start_pos+T) and attends to everything before it."""
+        x, rope = self.embed_and_rope(tokens, start_pos)
+        for layer in self.model.layers:
+            x = layer(x, rope, start_pos)
+        x = self.model.norm(x)
+        return x if hidden else self.lm_head(x)
+
+    def embed_and_rope(self, tokens: torch.Tensor, start_pos: int | None = None) -> tuple[torch.Tensor, dict]:
+        """The first layer's input and the RoPE tables every layer takes (for callers that run the layers
+        themselves, e.g. pruning's removal trials)."""
         t = tokens.shape[1]
         pos0 = 0 if start_pos is None else start_pos
         positions = torch.arange(pos0, pos0 + t, device=tokens.device)
@@ -297,8 +306,4 @@ class Transformer(nn.Module):
         rope = {"global": rope_tables(self.cfg, positions, context=context)}
         if self.cfg.rope_local_theta is not None:
             rope["local"] = rope_tables(self.cfg, positions, local=True)
-        x = self.model.embed(tokens)
-        for layer in self.model.layers:
-            x = layer(x, rope, start_pos)
-        x = self.model.norm(x)
-        return x if hidden else self.lm_head(x)
+        return self.model.embed(tokens), rope

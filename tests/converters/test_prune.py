@@ -109,6 +109,21 @@ def test_depth_pruning_removes_the_block_whose_removal_costs_least(stories_dir, 
     assert plan.chosen["params_after"] < plan.chosen["params_before"]
 
 
+def test_removal_trials_from_cached_block_inputs_equal_whole_trial_models(stories_model, stories_importance):
+    import torch
+
+    from converters.prune import calibration_loss, removal_losses
+    seqs, layers = stories_importance.calib, stories_model.module.model.layers
+    keep = [0, 2, 3, 4]  # a round after block 1 went
+    fast = removal_losses(stories_model.module, seqs, keep)
+    try:
+        for i in keep:
+            stories_model.module.model.layers = torch.nn.ModuleList(layers[j] for j in keep if j != i)
+            assert fast[i] == pytest.approx(calibration_loss(stories_model.module, seqs), rel=1e-6), i
+    finally:
+        stories_model.module.model.layers = layers
+
+
 def test_depth_pruning_without_calibration_falls_back_to_block_influence(stories_model, stories_importance):
     from dataclasses import replace
     imp = replace(stories_importance, calib=None)
