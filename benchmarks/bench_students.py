@@ -1,0 +1,193 @@
+"""Students that keep the assistant (issue 13): SmolLM2-135M-Instruct pruned to about 90/80/70% of its
+parameters, each distilled for one CPU-hour (the steps 2 quiet threads of this machine do in --minutes,
+seconds per step timed on the student before training) on teacher-written conversations or on chit-chat.
+
+A student is named by its pruning and size: d80 = depth (whole blocks, removed by measured loss), w80 = width
+(Minitron-style), m80 = mixed. Per student and data: quality of the fp32 student against the fp32 teacher on
+held-out teacher-answered chats (chit-chat first turns from the held-out range, answered greedily by the
+teacher) and on DailyDialog's assistant turns (perplexity, ratio to the teacher's, mean KLD, top-1); decode
+tokens/s of its Q4_K_M against the teacher's Q4_K_M (llama.cpp, interleaved rounds); greedy answers to the
+"Paris" question and five MT-Bench first turns, each checked for loops (a 6-word run said 3 times).
+
+Students are kept in benchmarks/.cache/students/NAME-DATA-Mmin: a run trains only the students it has not
+got, so the grid can be filled over several sessions (each student is an hour of both cores) and reported
+in one run.
+
+    .venv/bin/python benchmarks/bench_students.py --students d80 --data teacher [--minutes 60]
+    .venv/bin/python benchmarks/bench_students.py --students d90,d80,d70 --data teacher,chitchat  # report
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_compress import PARIS, answers, decode_speed, export_q4km, quality, torch_engine  # noqa: E402
+from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
+from compress_job import distill_config, importance, timed_steps  # noqa: E402
+
+STRATEGIES = {"d": "depth", "w": "width", "m": "mixed"}
+PPL_GOAL, SPEED_GOAL = 1.15, 1.2  # the issue's: PPL at most 1.15x the teacher's on teacher chats, 1.2x faster
+HELD_OUT = 40  # teacher-answered held-out chats
+LOOP_WORDS, LOOP_TIMES = 6, 3
+
+
+def spec(name: str) -> tuple[str, float]:
+    m = re.fullmatch(r"([dwm])(\d\d)", name)
+    if not m:
+        raise SystemExit(f"student {name!r}: give d, w or m (depth, width, mixed) and a percentage, e.g. d80")
+    return STRATEGIES[m.group(1)], int(m.group(2)) / 100
+
+
+def loops(text: str) -> bool:
+    """A degenerate loop: some run of LOOP_WORDS words said LOOP_TIMES times or more."""
+    words = re.findall(r"\w+", text.lower())
+    runs: dict[tuple, int] = {}
+    for i in range(len(words) - LOOP_WORDS + 1):
+        k = tuple(words[i:i + LOOP_WORDS])
+        runs[k] = runs.get(k, 0) + 1
+    return max(runs.values(), default=0) >= LOOP_TIMES
+
+
+def teacher_chats(teacher, n: int, held_out: bool):
+    """Teacher-written conversations (cached by edgechat.app.teacher_data): training ones from the start of the
+    chit-chat corpus with a quarter Magpie prompts; held-out ones from the held-out range, no Magpie."""
+    from edgechat.app.teacher_data import teacher_conversations
+    from edgechat.core.data import HELD_OUT_START
+    from edgechat.reports.progress import Steps
+
+    if held_out:
+        return teacher_conversations(teacher, n=n, seed=1, magpie_share=0.0, corpus_start=HELD_OUT_START,
+                                     progress=Steps())
+    return teacher_conversations(teacher, n=n, seed=0, progress=Steps())
+
+
+def make_student(name, data, teacher, imp, args, evals) -> dict:
+    from converters.distill import distill
+    from converters.hf_writer import write_hf
+    from converters.prune import plan_for_target, prune
+
+    home = CACHE / "students" / f"{name}-{data}-{args.minutes:g}min"
+    if (home / "record.json").exists():
+        return json.loads((home / "record.json").read_text())
+    strategy, frac = spec(name)
+    plan = plan_for_target(teacher.config, frac, strategy)
+    pruned = prune(teacher, plan, imp)
+    rec = {"name": name, "data": data, "strategy": strategy, "target_frac": frac, "chosen": plan.chosen,
+           "params": pruned.config.param_count(),
+           "params_frac": pruned.config.param_count() / teacher.config.param_count()}
+    ref = torch_engine(teacher)
+    rec["pruned"] = {k: quality(torch_engine(pruned), ref, d) for k, d in evals.items()}
+    print(f"[{name}/{data}] pruned: {rec['params'] / 1e6:.1f}M params, {rec['pruned']}", file=sys.stderr)
+    student = copy.deepcopy(pruned)
+    step_s = timed_steps(teacher, student, distill_config())  # the quiet seconds a step, before anything else
+    cfg = distill_config(max(10, int(args.minutes * 60 / step_s)))
+    dataset = None
+    if data == "teacher":
+        chats = teacher_chats(teacher, args.teacher_data, held_out=False)
+        dataset = chats.packed(cfg.seq_len)
+        rec["teacher_data"] = chats.record()
+    print(f"[{name}/{data}] {step_s:.2f} s/step -> {cfg.steps} steps in {args.minutes:g} min", file=sys.stderr)
+    t = time.perf_counter()
+    distill(teacher, student, cfg, dataset=dataset)
+    rec["distill"] = {"step_s_probe": round(step_s, 3), "wall_s": round(time.perf_counter() - t, 1),
+                      "steps": cfg.steps, "tokens_seen": cfg.steps * cfg.micro_batch * cfg.seq_len, "lr": cfg.lr,
+                      "first": cfg.log[0], "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 25)]}
+    rec["distilled"] = {k: quality(torch_engine(student), ref, d) for k, d in evals.items()}
+    print(f"[{name}/{data}] distilled: {rec['distilled']}", file=sys.stderr)
+    write_hf(student, home / "distilled")
+    rec["gguf"] = str(export_q4km(student, home / "gguf"))
+    (home / "record.json").write_text(json.dumps(rec, indent=2, default=str))
+    return rec
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--students", default="d80", help="comma list, e.g. d90,d80,d70 (d/w/m: depth/width/mixed)")
+    ap.add_argument("--data", default="teacher", help="comma list of teacher, chitchat")
+    ap.add_argument("--minutes", type=float, default=60.0, help="distillation budget per student (quiet wall time)")
+    ap.add_argument("--teacher-data", type=int, default=800, help="teacher-written training conversations")
+    ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--name", default="bench_students")
+    args = ap.parse_args()
+
+    import torch
+
+    from edgechat.core.data import EvalData, read_eval_data
+    from edgechat.core.sources import load_model
+
+    torch.set_num_threads(THREADS)
+    bench = Bench(args.name)
+    teacher = load_model(None)
+    held = teacher_chats(teacher, HELD_OUT, held_out=True)
+    evals = {"teacher chats": EvalData("dialogues", "teacher-heldout", dialogues=held.conversations),
+             "DailyDialog": read_eval_data(DATA / "dailydialog" / "dialogues_test.txt", max_dialogues=args.dialogues)}
+    grid = [(n, d) for n in args.students.split(",") for d in args.data.split(",")]
+    for _n, d in grid:
+        if d not in ("teacher", "chitchat"):
+            raise SystemExit(f"--data {d!r}: give teacher or chitchat")
+    imp = importance(teacher, 64)
+    recs = {f"{n}/{d}": make_student(n, d, teacher, imp, args, evals) for n, d in grid}
+
+    ggufs = {"teacher": export_q4km(teacher, CACHE / "compress" / "teacher"),
+             **{k: Path(r["gguf"]) for k, r in recs.items()}}
+    first = next(iter(recs.values()))["distilled"]
+    base = {k: {"ppl": first[k]["ref_ppl"]} for k in evals}  # the teacher's own perplexities
+    speed = decode_speed(ggufs, args.rounds, args.tokens)
+    mt = [json.loads(ln)["turns"][0] for ln in (DATA / "mt_bench" / "mt_bench_question.jsonl").read_text().splitlines()[:5]]
+    questions = [PARIS] + [(None, q) for q in mt]
+    said = {k: answers(p, questions) for k, p in ggufs.items()}
+    for k in said:
+        for a in said[k]:
+            a["loops"] = loops(a["answer"])
+
+    t_tok = speed["tok_s"]["teacher"]
+    rows, goals = [], []
+    for k, r in recs.items():
+        d, tc = r["distilled"], r["distilled"]["teacher chats"]
+        x = speed["tok_s"][k] / t_tok
+        n_loops = sum(a["loops"] for a in said[k])
+        rows.append([k, r["strategy"], f"{r['params'] / 1e6:.1f}M", r["params_frac"], r["distill"]["steps"],
+                     r["distill"]["tokens_seen"], speed["tok_s"][k], x, tc["ppl"], tc["ppl_ratio"], tc["mean_kld"],
+                     d["DailyDialog"]["ppl"], d["DailyDialog"]["ppl_ratio"], d["DailyDialog"]["mean_kld"],
+                     r["pruned"]["teacher chats"]["ppl_ratio"], n_loops])
+        goals.append([k, x, "yes" if x >= SPEED_GOAL else "no", tc["ppl_ratio"],
+                      "yes" if tc["ppl_ratio"] <= PPL_GOAL else "no", n_loops, "yes" if not n_loops else "no"])
+    recipe = distill_config()
+    md = (f"Teacher: SmolLM2-135M-Instruct (embedded GGUF, dequantized to fp32): {t_tok:.1f} decode tok/s at "
+          f"Q4_K_M; perplexity {base['teacher chats']['ppl']:.3f} on {HELD_OUT} held-out teacher-answered chats, "
+          f"{base['DailyDialog']['ppl']:.2f} on {args.dialogues} DailyDialog test dialogues. Distillation: "
+          f"{args.minutes:g} min of quiet steps on {THREADS} threads per student (the step timed on the student "
+          f"first), sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, KL at "
+          f"T={recipe.temperature:g} on the assistant's tokens (teacher data) or every token (chit-chat), AdamW lr "
+          f"{recipe.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has it). Teacher data: "
+          f"{args.teacher_data} conversations (a quarter Magpie prompts), replies greedy by the teacher. Decode: "
+          f"llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved rounds "
+          f"({speed['quiet_rounds']} quiet). Quality: fp32 student vs fp32 teacher.\n\n"
+          + md_table(["student/data", "pruning", "params", "of teacher", "steps", "tokens", "decode tok/s",
+                      "speed-up", "PPL teacher chats", "x teacher", "KLD", "PPL DailyDialog", "x teacher", "KLD",
+                      "x teacher pruned", "answers looping"], rows)
+          + f"\n\nGoal: at least {SPEED_GOAL}x the teacher's decode at the same quant, perplexity at most "
+            f"{PPL_GOAL}x the teacher's on held-out teacher-answered chats, no looping answers.\n\n"
+          + md_table(["student/data", "speed-up", "met", "PPL x teacher", "met", "looping answers", "met"], goals)
+          + f"\n\n## Answers (greedy, Q4_K_M, 80 tokens at most; [loops]: a {LOOP_WORDS}-word run said "
+            f"{LOOP_TIMES}+ times)\n")
+    for i, (system, q) in enumerate(questions):
+        md += f"\n### {q.splitlines()[0][:120]}\n" + (f"(system: {system})\n" if system else "")
+        for k in said:
+            a = said[k][i]
+            md += f"\n- **{k}**{' [loops]' if a['loops'] else ''}: {a['answer'][:400].replace(chr(10), ' ')}"
+        md += "\n"
+    bench.write({"students": recs, "teacher": base, "decode": speed, "answers": said, "minutes": args.minutes,
+                 "files": {k: {"name": p.name, "bytes": p.stat().st_size} for k, p in ggufs.items()}}, md)
+
+
+if __name__ == "__main__":
+    main()
