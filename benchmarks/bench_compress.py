@@ -17,7 +17,6 @@ benchmarks/.cache/compress (use --reuse to skip pruning and distillation on a re
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, DATA, THREADS, Bench, md_table, median, rotate, wait_quiet  # noqa: E402
-from compress_job import STUDENTS, distill_config, importance, load_student, prune_student, timed_steps  # noqa: E402
+from compress_job import (STUDENTS, distill_config, distill_for, importance, load_student,  # noqa: E402
+                         prune_student, recipe_record)
 
 PARIS = ("Answer the user's question in one sentence.", "What is the capital of France?")
 N_CTX = 512
@@ -68,7 +68,6 @@ def student_home(name: str, minutes: float, job: Path | None) -> Path:
 
 def make_student(name: str, teacher, imp, minutes: float, dd, reuse: bool, job: Path | None) -> tuple[object, dict]:
     """Prune, evaluate, distil (here, or take the student that compress_job.py distilled), evaluate."""
-    from converters.distill import distill
     from converters.hf_writer import write_hf
     from edgechat.core.load_hf import load_hf
 
@@ -94,17 +93,9 @@ def make_student(name: str, teacher, imp, minutes: float, dd, reuse: bool, job: 
         cfg = distill_config(ran["steps"])
         rec["distill"] = {"step_s_probe": spec["cpu_step_s"], "ran_on": ran["device"], "wall_s": ran["wall_s"],
                           "first": ran["first"], "last": ran["last"], "curve": ran["curve"]}
+        rec["distill"].update(recipe_record(cfg))
     else:
-        student = copy.deepcopy(pruned)
-        step_s = timed_steps(teacher, student, distill_config())
-        cfg = distill_config(max(10, int(minutes * 60 / step_s)))
-        print(f"[{name}] {step_s:.2f} s/step -> {cfg.steps} steps in {minutes:g} min", file=sys.stderr)
-        t = time.perf_counter()
-        distill(teacher, student, cfg)
-        rec["distill"] = {"step_s_probe": round(step_s, 3), "ran_on": "cpu", "wall_s": round(time.perf_counter() - t, 1),
-                          "first": cfg.log[0], "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 25)]}
-    rec["distill"].update(steps=cfg.steps, tokens_seen=cfg.steps * cfg.micro_batch * cfg.seq_len, lr=cfg.lr,
-                          seq_len=cfg.seq_len, micro_batch=cfg.micro_batch)
+        student, rec["distill"] = distill_for(teacher, pruned, minutes, name)
     rec["distilled_fp32"] = quality(torch_engine(student), ref, dd)
     print(f"[{name}] distilled: {rec['distilled_fp32']}", file=sys.stderr)
     write_hf(student, home / "distilled")

@@ -19,17 +19,15 @@ in one run.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_compress import PARIS, answers, decode_speed, export_q4km, quality, torch_engine  # noqa: E402
 from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
-from compress_job import distill_config, importance, timed_steps  # noqa: E402
+from compress_job import distill_config, distill_for, importance  # noqa: E402
 
 STRATEGIES = {"d": "depth", "w": "width", "m": "mixed"}
 PPL_GOAL, SPEED_GOAL = 1.15, 1.2  # the issue's: PPL at most 1.15x the teacher's on teacher chats, 1.2x faster
@@ -68,7 +66,6 @@ def teacher_chats(teacher, n: int, held_out: bool):
 
 
 def make_student(name, data, teacher, imp, args, evals) -> dict:
-    from converters.distill import distill
     from converters.hf_writer import write_hf
     from converters.prune import plan_for_target, prune
 
@@ -84,20 +81,12 @@ def make_student(name, data, teacher, imp, args, evals) -> dict:
     ref = torch_engine(teacher)
     rec["pruned"] = {k: quality(torch_engine(pruned), ref, d) for k, d in evals.items()}
     print(f"[{name}/{data}] pruned: {rec['params'] / 1e6:.1f}M params, {rec['pruned']}", file=sys.stderr)
-    student = copy.deepcopy(pruned)
-    step_s = timed_steps(teacher, student, distill_config())  # the quiet seconds a step, before anything else
-    cfg = distill_config(max(10, int(args.minutes * 60 / step_s)))
     dataset = None
     if data == "teacher":
         chats = teacher_chats(teacher, args.teacher_data, held_out=False)
-        dataset = chats.packed(cfg.seq_len)
+        dataset = chats.packed(distill_config().seq_len)
         rec["teacher_data"] = chats.record()
-    print(f"[{name}/{data}] {step_s:.2f} s/step -> {cfg.steps} steps in {args.minutes:g} min", file=sys.stderr)
-    t = time.perf_counter()
-    distill(teacher, student, cfg, dataset=dataset)
-    rec["distill"] = {"step_s_probe": round(step_s, 3), "wall_s": round(time.perf_counter() - t, 1),
-                      "steps": cfg.steps, "tokens_seen": cfg.steps * cfg.micro_batch * cfg.seq_len, "lr": cfg.lr,
-                      "first": cfg.log[0], "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 25)]}
+    student, rec["distill"] = distill_for(teacher, pruned, args.minutes, f"{name}/{data}", dataset)
     rec["distilled"] = {k: quality(torch_engine(student), ref, d) for k, d in evals.items()}
     print(f"[{name}/{data}] distilled: {rec['distilled']}", file=sys.stderr)
     write_hf(student, home / "distilled")

@@ -45,6 +45,27 @@ def timed_steps(teacher, student, cfg, probe_steps: int = 3) -> float:
     return median([b - a for a, b in zip(stamps, stamps[1:])])
 
 
+def distill_for(teacher, pruned, minutes: float, label: str, dataset=None):
+    """A copy of `pruned` distilled for the steps that `minutes` of quiet wall time on this machine allow (the
+    step timed on the student first, so load later only stretches the wall time). Returns (student, record)."""
+    from converters.distill import distill
+
+    student = copy.deepcopy(pruned)
+    step_s = timed_steps(teacher, student, distill_config())
+    cfg = distill_config(max(10, int(minutes * 60 / step_s)))
+    print(f"[{label}] {step_s:.2f} s/step -> {cfg.steps} steps in {minutes:g} min", file=sys.stderr)
+    t = time.perf_counter()
+    distill(teacher, student, cfg, dataset=dataset)
+    return student, {"step_s_probe": round(step_s, 3), "ran_on": "cpu", "wall_s": round(time.perf_counter() - t, 1),
+                     "first": cfg.log[0], "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 25)],
+                     **recipe_record(cfg)}
+
+
+def recipe_record(cfg) -> dict:
+    return {"steps": cfg.steps, "tokens_seen": cfg.steps * cfg.micro_batch * cfg.seq_len, "lr": cfg.lr,
+            "seq_len": cfg.seq_len, "micro_batch": cfg.micro_batch}
+
+
 def importance(teacher, calib_seqs: int):
     from converters.prune import measure_importance
     from edgechat.app.pipeline import calibration_sequences

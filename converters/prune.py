@@ -89,18 +89,26 @@ def measure_importance(model: Model, sequences: list[list[int]], on_sequence=Non
                       hidden=hidden / tokens, calib=[list(s) for s in sequences[:LOSS_SEQS]])
 
 
+def _token_loss(logits, t) -> float:
+    """Summed next-token cross-entropy of one sequence's logits."""
+    return float(torch.nn.functional.cross_entropy(logits[0, :-1].float(), t[0, 1:], reduction="sum"))
+
+
+def _mean(total: float, n: int) -> float:
+    if n == 0:
+        raise EdgechatError("no calibration tokens to measure the layer-removal loss on")
+    return total / n
+
+
 @torch.inference_mode()
 def calibration_loss(module, sequences: list[list[int]]) -> float:
     """Mean next-token cross-entropy over every token of the sequences."""
     total, n = 0.0, 0
     for ids in sequences:
         t = torch.tensor([ids])
-        logits = module(t)[0, :-1].float()
-        total += float(torch.nn.functional.cross_entropy(logits, t[0, 1:], reduction="sum"))
+        total += _token_loss(module(t), t)
         n += len(ids) - 1
-    if n == 0:
-        raise EdgechatError("no calibration tokens to measure the layer-removal loss on")
-    return total / n
+    return _mean(total, n)
 
 
 @torch.inference_mode()
@@ -113,20 +121,16 @@ def removal_losses(module, sequences: list[list[int]], keep: list[int]) -> dict[
     for ids in sequences:
         t = torch.tensor([ids])
         x, rope = module.embed_and_rope(t)
-        inputs = []
-        for j in keep:
-            inputs.append(x)
-            x = layers[j](x, rope, None)
+        inputs = [x]  # inputs[k]: the input of block keep[k] (the last block's output is never needed)
+        for j in keep[:-1]:
+            inputs.append(layers[j](inputs[-1], rope, None))
         for k, i in enumerate(keep):
             y = inputs[k]
             for j in keep[k + 1:]:
                 y = layers[j](y, rope, None)
-            logits = module.lm_head(module.model.norm(y))[0, :-1].float()
-            total[i] += float(torch.nn.functional.cross_entropy(logits, t[0, 1:], reduction="sum"))
+            total[i] += _token_loss(module.lm_head(module.model.norm(y)), t)
         n += len(ids) - 1
-    if n == 0:
-        raise EdgechatError("no calibration tokens to measure the layer-removal loss on")
-    return {i: v / n for i, v in total.items()}
+    return {i: _mean(v, n) for i, v in total.items()}
 
 
 def layers_by_loss(model: Model, sequences: list[list[int]], n_drop: int) -> list[dict]:
