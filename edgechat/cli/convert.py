@@ -35,7 +35,8 @@ from edgechat.core.errors import GateFailed
               "per-tensor (gguf) or per-module (pte) types chosen by measured sensitivity. Repeatable.")
 @click.option("--size-mib", type=float, multiple=True, help="gguf/pte: mixed precision for a file of at most N MiB. Repeatable.")
 @click.option("--hqq/--no-hqq", default=None, help="pte: HQQ scale-only quantization parameters (ExecuTorch's "
-              "default) instead of min/max scales (default: off).")
+              "default) instead of min/max scales (default: on for 8da4w and --bpw/--size-mib plans, off for 8da8w "
+              "and with --qat-steps).")
 @click.option("--awq/--no-awq", default=None, help="pte: activation-aware per-input-channel scales, searched on "
               "--calib text and folded into the RMSNorms before q/k/v and gate/up (default: off).")
 @click.option("--qat-steps", type=int, help="pte: quantization-aware training, N steps of distillation from the "

@@ -100,7 +100,7 @@ def test_8bit_head_brings_8da4w_logits_closer_to_fp32(tmp_path_factory, tiny_qwe
 def test_smollm2_8da4w_answers_paris(smol_8da4w):
     manifest = json.loads((smol_8da4w / "edgechat.json").read_text())
     art = manifest["artifacts"][0]
-    assert (art["quant"], art["group_size"], art["embedding_quant"]) == ("8da4w", 32, "4w")
+    assert (art["quant"], art["group_size"], art["embedding_quant"], art["hqq"]) == ("8da4w", 32, "4w", True)
     assert {"tokenizer.json", "chat_template.jinja"} <= set(manifest["files"])
     chat = edgechat.load(smol_8da4w, system=PARIS_SYSTEM, max_tokens=32)
     reply = chat.send(QUESTION)
@@ -111,6 +111,14 @@ def test_smollm2_8da4w_answers_paris(smol_8da4w):
     assert "Paris" in reply.text
     im_end = chat.engine.tokenize("<|im_end|>", add_bos=False)
     assert len(im_end) == 1 and im_end[0] in chat.engine.eog_ids
+
+
+def test_hqq_is_the_default_for_4bit_weights_but_not_with_qat():
+    from converters.pte_export import hqq_default
+
+    assert hqq_default({}, four_bit=True) and not hqq_default({}, four_bit=False)
+    assert not hqq_default({"qat_steps": 4}, four_bit=True)  # QAT learns the affine grid
+    assert not hqq_default({"hqq": False}, four_bit=True) and hqq_default({"hqq": True}, four_bit=False)
 
 
 def test_one_conversation_same_prompt_ids_on_gguf_pte_and_torch(smol_8da4w, smollm_model):
