@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_compress import PARIS, answers, decode_speed, export_q4km, quality, torch_engine  # noqa: E402
-from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
+from common import CACHE, DATA, THREADS, Bench, md_table, median  # noqa: E402
 from compress_job import distill_config, distill_for, importance  # noqa: E402
 
 STRATEGIES = {"d": "depth", "w": "width", "m": "mixed"}
@@ -74,7 +74,8 @@ def make_student(name, data, teacher, imp, args, evals) -> dict:
         return json.loads((home / "record.json").read_text())
     strategy, frac = spec(name)
     plan = plan_for_target(teacher.config, frac, strategy)
-    pruned = prune(teacher, plan, imp)
+    before = [json.loads(p.read_text())["chosen"] for p in sorted((CACHE / "students").glob(f"{name}-*/record.json"))]
+    pruned = prune(teacher, plan, imp, before[0] if before else None)  # the blocks measured for this name before
     rec = {"name": name, "data": data, "strategy": strategy, "target_frac": frac, "chosen": plan.chosen,
            "params": pruned.config.param_count(),
            "params_frac": pruned.config.param_count() / teacher.config.param_count()}
@@ -141,7 +142,7 @@ def main():
     rows, goals = [], []
     for k, r in recs.items():
         d, tc = r["distilled"], r["distilled"]["teacher chats"]
-        x = speed["tok_s"][k] / t_tok
+        x = median([a / b for a, b in zip(speed["values"][k], speed["values"]["teacher"])])  # per interleaved round
         n_loops = sum(a["loops"] for a in said[k])
         rows.append([k, r["strategy"], f"{r['params'] / 1e6:.1f}M", r["params_frac"], r["distill"]["steps"],
                      r["distill"]["tokens_seen"], speed["tok_s"][k], x, tc["ppl"], tc["ppl_ratio"], tc["mean_kld"],
@@ -159,9 +160,9 @@ def main():
           f"{recipe.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has it). Teacher data: "
           f"{args.teacher_data} conversations (a quarter Magpie prompts), replies greedy by the teacher. Decode: "
           f"llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved rounds "
-          f"({speed['quiet_rounds']} quiet). Quality: fp32 student vs fp32 teacher.\n\n"
+          f"({speed['quiet_rounds']} quiet); speed-up: the median of the per-round ratios to the teacher. Quality: fp32 student vs fp32 teacher.\n\n"
           + md_table(["student/data", "pruning", "params", "of teacher", "steps", "tokens", "decode tok/s",
-                      "speed-up", "PPL teacher chats", "x teacher", "KLD", "PPL DailyDialog", "x teacher", "KLD",
+                      "speed-up (per round)", "PPL teacher chats", "x teacher", "KLD", "PPL DailyDialog", "x teacher", "KLD",
                       "x teacher pruned", "answers looping"], rows)
           + f"\n\nGoal: at least {SPEED_GOAL}x the teacher's decode at the same quant, perplexity at most "
             f"{PPL_GOAL}x the teacher's on held-out teacher-answered chats, no looping answers.\n\n"

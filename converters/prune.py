@@ -230,11 +230,15 @@ def top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(torch.topk(scores, k).indices).values  # keep the original order
 
 
-def prune(model: Model, plan: PrunePlan, imp: Importance) -> Model:
-    """Apply the plan; every layer keeps the same widths, so the config stays standard."""
+def prune(model: Model, plan: PrunePlan, imp: Importance, chosen_before: dict | None = None) -> Model:
+    """Apply the plan; every layer keeps the same widths, so the config stays standard. `chosen_before`: an
+    earlier run's plan.chosen for the same model, plan and importance, whose measured block removal is reused."""
     cfg = model.config
     sd = {k: v.clone() for k, v in model.state_dict().items()}
-    if plan.drop_layers and imp.calib:
+    if plan.drop_layers and chosen_before and len(chosen_before.get("layer_removal", [])) == plan.drop_layers:
+        plan.chosen.update({k: chosen_before[k] for k in ("layer_removal", "calib_loss_full")})
+        keep_layers = sorted(set(range(cfg.num_layers)) - {r["layer"] for r in plan.chosen["layer_removal"]})
+    elif plan.drop_layers and imp.calib:
         removal = layers_by_loss(model, imp.calib, plan.drop_layers)
         plan.chosen.update(layer_removal=removal, calib_loss_full=round(calibration_loss(model.module, imp.calib), 6))
         keep_layers = sorted(set(range(cfg.num_layers)) - {r["layer"] for r in removal})

@@ -124,6 +124,21 @@ def test_removal_trials_from_cached_block_inputs_equal_whole_trial_models(storie
         stories_model.module.model.layers = layers
 
 
+def test_a_block_removal_measured_before_is_reused_not_measured_again(stories_model, stories_importance, monkeypatch):
+    import torch
+
+    from converters import prune as prune_mod
+    plan = plan_from_options(stories_model.config, layers=2)
+    measured = prune(stories_model, plan, stories_importance)
+    monkeypatch.setattr(prune_mod, "layers_by_loss", lambda *a: pytest.fail("measured again"))
+    again_plan = plan_from_options(stories_model.config, layers=2)
+    again = prune(stories_model, again_plan, stories_importance, chosen_before=plan.chosen)
+    assert again_plan.chosen["layer_removal"] == plan.chosen["layer_removal"]
+    assert again_plan.chosen["kept_layers"] == plan.chosen["kept_layers"]
+    a, b = measured.module.state_dict(), again.module.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_depth_pruning_without_calibration_falls_back_to_block_influence(stories_model, stories_importance):
     from dataclasses import replace
     imp = replace(stories_importance, calib=None)
