@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 import tempfile
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def main() -> None:
         for target in TARGETS:
             trows, best = for_target(rows, target, "max_kld", args.max_kld)
             title = f"tune {teacher.name} for {target}: {len(trows)} candidates, --max-kld {args.max_kld:g}"
-            notes = frontier_notes(opts, "max_kld", args.max_kld, best, budget, machine)
+            notes = frontier_notes(replace(opts, target=target), "max_kld", args.max_kld, best, budget, machine)
             write_frontier(trows, RESULTS, f"{args.name}-{target}", title, notes, "max_kld", args.max_kld)
             per_target[target] = {"chosen": best["name"] if best else None,
                                   "frontier": [{k: v for k, v in r.items() if k not in ("dir", "manifest")} for r in trows]}
