@@ -5,7 +5,7 @@ size. Each is scored against the fp32 reference (torch) by its own runtime, Exec
 forward_all method, on WikiText-2 (--chunks x 512) and DailyDialog's assistant turns (--dialogues), and timed
 for decode in interleaved rounds (medians). The programs are cached in benchmarks/.cache/pte-hqq/.
 
-    .venv/bin/python benchmarks/bench_pte_hqq.py [--chunks 40] [--dialogues 30] [--rounds 5]
+    .venv/bin/python benchmarks/bench_pte_hqq.py [--chunks 40] [--dialogues 30] [--rounds 5] [--threads 2]
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
+import bench_quality_per_byte_pte as quality_per_byte_pte  # noqa: E402
 from bench_quality_per_byte_pte import SEQ, decode_speeds  # noqa: E402
 from common import CACHE, THREADS, Bench, md_table, median  # noqa: E402
 
@@ -38,13 +39,16 @@ def export(model, path: Path, hqq: bool) -> dict:
 
 
 def main():
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=40)
     ap.add_argument("--dialogues", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=THREADS, help="threads for every runtime (default: 2)")
     ap.add_argument("--llama-dir", type=Path, default=CACHE / "qpb-llama.cpp", help="llama.cpp's own q4_0.gguf")
     args = ap.parse_args()
+    THREADS = quality_per_byte_pte.THREADS = args.threads  # decode_speeds reads its module's
 
     import torch
 
