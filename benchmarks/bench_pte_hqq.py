@@ -19,9 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
-import bench_quality_per_byte_pte as quality_per_byte_pte  # noqa: E402
 from bench_quality_per_byte_pte import SEQ, decode_speeds  # noqa: E402
-from common import CACHE, THREADS, Bench, md_table, median  # noqa: E402
+from common import CACHE, Bench, md_table, median  # noqa: E402
 
 KLD_GOAL = 1.5  # the issue's: a .pte's mean KLD at most 1.5x the GGUF's of the same size
 
@@ -39,16 +38,15 @@ def export(model, path: Path, hqq: bool) -> dict:
 
 
 def main():
-    global THREADS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chunks", type=int, default=40)
     ap.add_argument("--dialogues", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=THREADS, help="threads for every runtime (default: 2)")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every runtime")
     ap.add_argument("--llama-dir", type=Path, default=CACHE / "qpb-llama.cpp", help="llama.cpp's own q4_0.gguf")
     args = ap.parse_args()
-    THREADS = quality_per_byte_pte.THREADS = args.threads  # decode_speeds reads its module's
+    THREADS = args.threads  # noqa: N806
 
     import torch
 
@@ -82,7 +80,7 @@ def main():
         finally:
             eng.close()
         print(f"{name}: {quality[name]['wikitext2']['mean_kld']:.4f}", file=sys.stderr, flush=True)
-    speeds = decode_speeds(files, args.rounds, args.tokens)
+    speeds = decode_speeds(files, args.rounds, args.tokens, THREADS)
 
     rows = []
     for name, path in files.items():

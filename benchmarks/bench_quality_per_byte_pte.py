@@ -330,13 +330,13 @@ def report(args, bench, done, speeds):
     bench.write(doc, md)
 
 
-def decode_speeds(files: dict, rounds: int, tokens: int) -> dict:
+def decode_speeds(files: dict, rounds: int, tokens: int, threads: int = THREADS) -> dict:
     import edgechat
 
     speeds = {k: [] for k in files}
     for r in range(rounds):
         for name in rotate(list(files), r):
-            chat = edgechat.load(files[name], threads=THREADS, max_tokens=tokens, n_ctx=SEQ)
+            chat = edgechat.load(files[name], threads=threads, max_tokens=tokens, n_ctx=SEQ)
             try:
                 chat.complete("Once upon a time", max_tokens=4)
                 chat.reset()

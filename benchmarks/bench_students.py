@@ -74,8 +74,8 @@ def make_student(name, data, teacher, imp, args, evals) -> dict:
         return json.loads((home / "record.json").read_text())
     strategy, frac = spec(name)
     plan = plan_for_target(teacher.config, frac, strategy)
-    before = [json.loads(p.read_text())["chosen"] for p in sorted((CACHE / "students").glob(f"{name}-*/record.json"))]
-    pruned = prune(teacher, plan, imp, before[0] if before else None)  # the blocks measured for this name before
+    before = next(iter(sorted((CACHE / "students").glob(f"{name}-*/record.json"))), None)
+    pruned = prune(teacher, plan, imp, json.loads(before.read_text())["chosen"] if before else None)  # measured before
     rec = {"name": name, "data": data, "strategy": strategy, "target_frac": frac, "chosen": plan.chosen,
            "params": pruned.config.param_count(),
            "params_frac": pruned.config.param_count() / teacher.config.param_count()}

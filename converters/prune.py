@@ -235,13 +235,14 @@ def prune(model: Model, plan: PrunePlan, imp: Importance, chosen_before: dict | 
     earlier run's plan.chosen for the same model, plan and importance, whose measured block removal is reused."""
     cfg = model.config
     sd = {k: v.clone() for k, v in model.state_dict().items()}
-    if plan.drop_layers and chosen_before and len(chosen_before.get("layer_removal", [])) == plan.drop_layers:
-        plan.chosen.update({k: chosen_before[k] for k in ("layer_removal", "calib_loss_full")})
+    reuse = bool(chosen_before) and len(chosen_before.get("layer_removal", [])) == plan.drop_layers
+    if plan.drop_layers and (reuse or imp.calib):
+        if reuse:
+            plan.chosen.update({k: chosen_before[k] for k in ("layer_removal", "calib_loss_full")})
+        else:
+            plan.chosen.update(layer_removal=layers_by_loss(model, imp.calib, plan.drop_layers),
+                               calib_loss_full=round(calibration_loss(model.module, imp.calib), 6))
         keep_layers = sorted(set(range(cfg.num_layers)) - {r["layer"] for r in plan.chosen["layer_removal"]})
-    elif plan.drop_layers and imp.calib:
-        removal = layers_by_loss(model, imp.calib, plan.drop_layers)
-        plan.chosen.update(layer_removal=removal, calib_loss_full=round(calibration_loss(model.module, imp.calib), 6))
-        keep_layers = sorted(set(range(cfg.num_layers)) - {r["layer"] for r in removal})
     else:  # no calibration sequences kept: the least influential blocks (1 - cos of their input and output)
         keep_layers = sorted(sorted(range(cfg.num_layers), key=lambda i: -imp.layers[i])[:cfg.num_layers - plan.drop_layers])
     hd = cfg.head_dim
