@@ -7,6 +7,9 @@ lacks one), but a CPU can report instructions its VM or OS will not run (AMX on 
 permission: a protection fault on the first batch). So a variant is chosen only after a child process has
 run the model with it; a crash, a signal or a hang there rules it out and the next best is tried. What was
 learned is cached per host and build ($EDGECHAT_CACHE_DIR/cpu-variants-KEY.json), per set of tensor types.
+A variant built with AMX is chosen only once a probe has run one of the types ggml's AMX kernels take (an F32
+model never executes a tile instruction, so its probe proves nothing), and a later model with types the
+process's variant has not run yet is probed with it first: a crash there becomes an error, not a dead process.
 
 $EDGECHAT_CPU_VARIANT=NAME forces a variant (e.g. x64, the most basic one); one that needs instructions this
 CPU lacks is refused."""
@@ -36,6 +39,10 @@ CPUINFO_FLAG = {"SSE3": "pni", "SSSE3": "ssse3", "SSE42": "sse4_2", "AVX": "avx"
                 "SVE2": "sve2", "SME": "sme", "FP16_VA": "asimdhp"}
 
 IMPLIED = {"SSE3", "SSSE3", "SSE42", "AVX", "F16C", "FMA", "BMI2", "ARM_FMA"}  # come with AVX2 / NEON
+# the only types ggml's AMX kernels run (ggml-cpu/amx/common.h qtype_has_amx_kernels); on a VM that reports AMX
+# but will not run it, the first of these dies with SIGILL on a tile load
+AMX_TYPES = {"Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS"}
+AMX_UNPROVEN = "its AMX kernels have not run here yet (no model with their types probed)"
 
 
 @dataclass
@@ -156,6 +163,20 @@ def basic(libs: dict[str, Path], score: dict[str, int]) -> str:
     return min((n for n in libs if score.get(n, 0) > 0), key=lambda n: score[n])
 
 
+def unproven(entry: dict) -> bool:
+    """A variant built with AMX that no probe on this host has run an AMX-kernel type with."""
+    return any(f.startswith("AMX") for f in entry.get("features", [])) and not set(entry["ok_types"]) & AMX_TYPES
+
+
+def _runs_on_every_variant_but(libs, score, name: str, model: Path) -> bool:
+    """Whether the most basic variant runs `model` (so a crash of `name` on it is the variant's fault)."""
+    base = basic(libs, score)
+    if base == name:
+        return False
+    status, answer = _child(["run", str(libs[base]), str(model)], timeout=PROBE_TIMEOUT_S)
+    return status == 0 and bool(answer.get("ok"))
+
+
 def choose(lib_dir: Path, model: Path | None, types: set[str], probe: bool = True) -> Choice:
     """The best variant that this host runs `model` with (types: the ggml types of its tensors)."""
     libs = variants(lib_dir)
@@ -176,7 +197,10 @@ def choose(lib_dir: Path, model: Path | None, types: set[str], probe: bool = Tru
             rejected[name] = e["failed"]
             continue
         if e["ok_types"] and (model is None or types <= set(e["ok_types"])):
-            return Choice(name, str(libs[name]), "cached", score[name], e.get("features", []), rejected)
+            if not unproven(e):
+                return Choice(name, str(libs[name]), "cached", score[name], e.get("features", []), rejected)
+            rejected[name] = AMX_UNPROVEN  # this model has no AMX types either: a later one might
+            continue
         if model is None:
             continue
         if not probe:
@@ -186,14 +210,16 @@ def choose(lib_dir: Path, model: Path | None, types: set[str], probe: bool = Tru
             e["ok_types"] = sorted(set(e["ok_types"]) | types)
             e["features"] = answer.get("features", [])
             cache.save()
+            if unproven(e):
+                rejected[name] = AMX_UNPROVEN
+                continue
             return Choice(name, str(libs[name]), "probed", score[name], e["features"], rejected)
         if status == 0 or name == most_basic:
             # llama.cpp refused the file (exit 0, not ok) or even the most basic variant failed: the model is
             # at fault, not the variant; opening it in this process gives llama.cpp's own error
             return Choice(name, str(libs[name]), "unprobed: " + (answer.get("error") or failure(status)),
                           score[name], rejected=rejected)
-        base_status, base = _child(["run", str(libs[most_basic]), str(model)], timeout=PROBE_TIMEOUT_S)
-        if not (base_status == 0 and base.get("ok")):  # the file breaks every variant: keep this one's record clean
+        if not _runs_on_every_variant_but(libs, score, name, model):  # the file breaks every variant: keep this one's record clean
             return Choice(name, str(libs[name]), f"unprobed: {failure(status)} on every variant", score[name],
                           rejected=rejected)
         e["failed"] = f"{failure(status)} running {model.name}"
@@ -203,3 +229,27 @@ def choose(lib_dir: Path, model: Path | None, types: set[str], probe: bool = Tru
         raise EdgechatError("no llama.cpp CPU variant is known to run on this host yet: open a model first")
     raise EdgechatError(f"none of llama.cpp's CPU variants runs {model.name} on this host: "
                         + "; ".join(f"{k}: {v}" for k, v in rejected.items()))
+
+
+def confirm(lib_dir: Path, choice: Choice, model: Path, types: set[str]) -> None:
+    """Check, in a child the first time these types come, that the variant this process already loaded runs
+    `model` too. ggml cannot swap a loaded backend out, so one that crashes on it is refused with an error
+    (and remembered: the next process picks another variant) instead of killing this process."""
+    libs = variants(lib_dir)
+    cache = Cache(libs)
+    e = cache.entry(choice.variant)
+    if types <= set(e["ok_types"]):
+        return
+    status, answer = _child(["run", str(libs[choice.variant]), str(model)], timeout=PROBE_TIMEOUT_S)
+    if status == 0:  # it ran, or llama.cpp refused the file (opening it here gives llama.cpp's own error)
+        if answer.get("ok"):
+            e["ok_types"] = sorted(set(e["ok_types"]) | types)
+            cache.save()
+        return
+    if not _runs_on_every_variant_but(libs, scores(libs, cache), choice.variant, model):
+        return  # the file breaks every variant: llama.cpp's own error (or crash) is the answer
+    e["failed"] = f"{failure(status)} running {model.name}"
+    cache.save()
+    raise EdgechatError(f"llama.cpp's {choice.variant} CPU variant, loaded in this process for an earlier model, "
+                        f"was {e['failed']} on this host; open {model.name} in a new process (it will pick "
+                        f"another variant) or set {ENV} to one that runs it")

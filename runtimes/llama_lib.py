@@ -89,24 +89,26 @@ def load_variant(path: str):
 def load(model: str | Path | None = None, types: set[str] | None = None):
     """llama_cpp with a CPU backend loaded: the variant chosen for this host (probed on `model`'s tensor types,
     read from its header unless given, the first time). The choice holds for the process: ggml cannot swap a
-    loaded backend out."""
+    loaded backend out, so a later model with types it has not run here is first run with it in a child."""
     global _choice
     import llama_cpp
 
     with _lock:
+        if types is None and model is not None:
+            from edgechat.core.gguf_file import read_header
+
+            types = cpu_variants.tensor_types(read_header(Path(model)))
         if _choice is None:
             g = _ggml()
             if g.ggml_backend_reg_count() > 0:  # a build with the CPU backend linked in
                 _choice = cpu_variants.Choice("built-in", None, "linked", features=features())
             else:
-                if types is None and model is not None:
-                    from edgechat.core.gguf_file import read_header
-
-                    types = cpu_variants.tensor_types(read_header(Path(model)))
                 choice = cpu_variants.choose(cpu_variants.lib_dir(), Path(model) if model else None, types or set())
                 load_variant(choice.path)
                 choice.features = features()
                 _choice = choice
+        elif model is not None and _choice.path and _choice.how != "forced":  # a later model, maybe new types
+            cpu_variants.confirm(cpu_variants.lib_dir(), _choice, Path(model), types)
     return llama_cpp
 
 

@@ -122,3 +122,66 @@ def test_a_variant_that_crashes_is_ruled_out_and_remembered(stories_f32_gguf, tm
     assert first.rejected == {"faulty": "killed by SIGILL running stories-f32.gguf"}
     again = cpu_variants.choose(libs, stories_f32_gguf, types)
     assert (again.variant, again.how, again.rejected) == ("sse42", "cached", first.rejected)
+
+
+class FakeProbes:
+    """Stands in for the probe child: ggml's scores, and per (variant, model file) an exit status and answer."""
+
+    def __init__(self, scores: dict[str, int], runs: dict[tuple[str, str], tuple]):
+        self.scores, self.runs, self.calls = scores, runs, []
+
+    def __call__(self, args, timeout):
+        if args[0] == "scores":
+            return 0, self.scores
+        variant, model = Path(args[1]).name[len(cpu_variants.PREFIX):-3], Path(args[2]).name
+        self.calls.append((variant, model))
+        return self.runs[(variant, model)]
+
+
+@pytest.fixture
+def fake_libs(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECHAT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(cpu_variants.ENV, raising=False)
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    for name in ("amx", "avx512", "x64"):
+        (libs / f"{cpu_variants.PREFIX}{name}.so").write_bytes(b"")
+    return libs
+
+
+AMX_OK = (0, {"ok": True, "features": ["AVX2", "AVX512", "AMX_INT8"]})
+PLAIN_OK = (0, {"ok": True, "features": ["AVX2", "AVX512"]})
+SIGILL = (-4, {})
+
+
+def test_an_amx_variant_probed_only_on_f32_is_passed_over_until_an_amx_type_runs(fake_libs, tmp_path, monkeypatch):
+    # what a VM that reports AMX but faults on a tile load did to the suite: the F32 probe passed, the next
+    # model (Q8_0, AMX kernels) killed the process
+    probes = FakeProbes({"amx": 100, "avx512": 10, "x64": 1},
+                        {("amx", "f32.gguf"): AMX_OK, ("avx512", "f32.gguf"): PLAIN_OK, ("amx", "q8.gguf"): AMX_OK})
+    monkeypatch.setattr(cpu_variants, "_child", probes)
+    f32, q8 = tmp_path / "f32.gguf", tmp_path / "q8.gguf"
+    first = cpu_variants.choose(fake_libs, f32, {"F32"})
+    assert (first.variant, first.how, first.rejected) == ("avx512", "probed", {"amx": cpu_variants.AMX_UNPROVEN})
+    again = cpu_variants.choose(fake_libs, f32, {"F32"})
+    assert (again.variant, again.how) == ("avx512", "cached") and probes.calls == [("amx", "f32.gguf"), ("avx512", "f32.gguf")]
+    quantized = cpu_variants.choose(fake_libs, q8, {"F32", "Q8_0"})  # AMX really runs here: now it is the best
+    assert (quantized.variant, quantized.how, quantized.rejected) == ("amx", "probed", {})
+    assert cpu_variants.choose(fake_libs, f32, {"F32"}).variant == "amx"
+
+
+def test_a_later_model_that_crashes_the_loaded_variant_is_refused_not_fatal(fake_libs, tmp_path, monkeypatch):
+    probes = FakeProbes({"amx": 100, "avx512": 10, "x64": 1},
+                        {("amx", "f32.gguf"): AMX_OK, ("amx", "q8.gguf"): SIGILL, ("x64", "q8.gguf"): PLAIN_OK})
+    monkeypatch.setattr(cpu_variants, "_child", probes)
+    loaded = cpu_variants.Choice("amx", str(fake_libs / "libggml-cpu-amx.so"), "forced")
+    f32, q8 = tmp_path / "f32.gguf", tmp_path / "q8.gguf"
+    cpu_variants.confirm(fake_libs, loaded, f32, {"F32"})  # the types it has not run yet are probed, and pass
+    with pytest.raises(EdgechatError) as e:
+        cpu_variants.confirm(fake_libs, loaded, q8, {"F32", "Q8_0"})
+    assert str(e.value) == ("llama.cpp's amx CPU variant, loaded in this process for an earlier model, was killed "
+                            "by SIGILL running q8.gguf on this host; open q8.gguf in a new process (it will pick "
+                            "another variant) or set EDGECHAT_CPU_VARIANT to one that runs it")
+    cpu_variants.confirm(fake_libs, loaded, f32, {"F32"})  # known types: no child at all
+    assert probes.calls == [("amx", "f32.gguf"), ("amx", "q8.gguf"), ("x64", "q8.gguf")]
+    assert cpu_variants.Cache(cpu_variants.variants(fake_libs)).entry("amx")["failed"] == "killed by SIGILL running q8.gguf"
