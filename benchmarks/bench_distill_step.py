@@ -3,16 +3,19 @@ on SmolLM2-135M-Instruct teaching a full-size copy of itself, micro-batch 2 x 25
 
 A step is one optimizer step of converters.distill.distill exactly as training runs it: the teacher's forward
 (no grad), the student's forward + backward, the KL over the 49,152-wide vocabulary, AdamW. Each round runs
-every mode for --steps steps (order rotated per round) and times each step, from the call (the first step also
-makes AdamW's state, the same work in every mode) or the previous step's on_step callback to its own. Ratios are medians of per-round ratios (the modes of one
-round share the machine's load within a minute). Before each round the script waits up to --quiet-timeout s
+every mode for --warmup + --steps steps (order rotated per round) and times each step from the previous step's
+on_step callback to its own. The --warmup steps of each call are left out and recorded apart: the first step
+is unlike the hundreds after it (AdamW makes its state; the student still equals the teacher, so the KL and its
+gradients are ~0). On the 2-core Xeon it ran faster than the later ones (fp32 2.8 vs 3.7 s), so counting it,
+as this script did before 2026-12-02, flattered no mode. Ratios are medians of per-round ratios (the modes of
+one round share the machine's load within a minute). Before each round the script waits up to --quiet-timeout s
 for other processes to keep fewer than --max-busy cores busy, and records what it saw.
 
 Also recorded per mode: the KL of the first step (the precisions must agree) and the resident memory the
 logits need, by construction (whole batch: teacher and student [512, 49152] fp32 logits plus their softmaxes
 and gradient; chunked: one chunk's worth).
 
-    .venv/bin/python benchmarks/bench_distill_step.py [--rounds 3] [--steps 2] [--chunk 256]
+    .venv/bin/python benchmarks/bench_distill_step.py [--rounds 3] [--steps 2] [--warmup 1] [--chunk 256]
 """
 from __future__ import annotations
 
@@ -33,25 +36,27 @@ def modes(chunk: int) -> dict[str, tuple[str, int]]:
     return {"fp32": ("fp32", 0), "bf16": ("bf16", 0), "bf16+chunked": ("bf16", chunk)}
 
 
-def run_steps(teacher, student, packed, precision: str, chunk: int, steps: int, seed: int) -> dict:
+def run_steps(teacher, student, packed, precision: str, chunk: int, steps: int, warmup: int, seed: int) -> dict:
     from converters.distill import DistillConfig, distill
 
     stamps, kls = [], []
-    cfg = DistillConfig(steps=steps, micro_batch=MICRO, seq_len=SEQ, lr=1e-5, warmup_steps=1, seed=seed,
+    cfg = DistillConfig(steps=warmup + steps, micro_batch=MICRO, seq_len=SEQ, lr=1e-5, warmup_steps=1, seed=seed,
                         precision=precision, loss_chunk=chunk)
     t0 = time.perf_counter()
     distill(teacher, student, cfg, dataset=packed,
             on_step=lambda step, loss, kl: (stamps.append(time.perf_counter()), kls.append(kl)))
     times = [b - a for a, b in zip([t0, *stamps], stamps)]
-    return {"step_s": times, "kl_first": kls[0]}
+    return {"step_s": times[warmup:], "warmup_s": times[:warmup], "kl_first": kls[0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=2, help="steps per mode per round")
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per mode per round")
+    ap.add_argument("--warmup", type=int, default=1, help="steps per mode per round run first and not timed")
     ap.add_argument("--chunk", type=int, default=256, help="positions per chunk of the fused head + KL")
     ap.add_argument("--max-busy", type=float, default=0.3)
+    ap.add_argument("--name", default="bench_distill_step", help="results file name (benchmarks/results/NAME.md)")
     ap.add_argument("--quiet-timeout", type=float, default=20.0)
     args = ap.parse_args()
 
@@ -61,15 +66,16 @@ def main() -> None:
     from edgechat.core.sources import load_model
 
     torch.set_num_threads(THREADS)
-    bench = Bench("bench_distill_step")
+    bench = Bench(args.name)
     teacher = load_model(None)
     student = copy.deepcopy(teacher)
     data = training_tokens(teacher, DistillConfig(seq_len=SEQ, max_dialogues=40))
-    packed = Packed(data.tokens[: MICRO * args.steps * 2])
+    packed = Packed(data.tokens[: MICRO * (args.warmup + args.steps) * 2])
     vocab = teacher.config.vocab_size
     names = list(modes(args.chunk))
     per_mode = {m: [] for m in names}
     kl_first = {m: [] for m in names}
+    warm = {m: [] for m in names}
     rounds = []
     for r in range(args.rounds):
         quiet = wait_quiet(args.max_busy, args.quiet_timeout)
@@ -77,18 +83,19 @@ def main() -> None:
         got = {}
         for m in rotate(names, r):
             precision, chunk = modes(args.chunk)[m]
-            out = run_steps(teacher, student, packed, precision, chunk, args.steps, seed=r)
+            out = run_steps(teacher, student, packed, precision, chunk, args.steps, args.warmup, seed=r)
             got[m] = median(out["step_s"])
             per_mode[m] += out["step_s"]
+            warm[m] += out["warmup_s"]
             kl_first[m].append(out["kl_first"])
         busy_after = cpu_busy_cores(0.5)
         rounds.append({"round": r, **quiet, "busy_cores_after": busy_after, "loadavg": load,
                        "step_s": got, "speedup": {m: got["fp32"] / got[m] for m in names}})
         print(f"round {r}: " + ", ".join(f"{m} {got[m]:.2f} s" for m in names) + f"  (load {load})", file=sys.stderr)
-        report(bench, args, names, per_mode, kl_first, rounds, vocab)  # after every round: a cut run keeps its figures
+        report(bench, args, names, per_mode, warm, kl_first, rounds, vocab)  # after every round: a cut run keeps its figures
 
 
-def report(bench, args, names, per_mode, kl_first, rounds, vocab) -> None:
+def report(bench, args, names, per_mode, warm, kl_first, rounds, vocab) -> None:
     import torch
 
     from converters.distill import cpu_has_bf16
@@ -99,9 +106,10 @@ def report(bench, args, names, per_mode, kl_first, rounds, vocab) -> None:
     results = {
         "setup": {"teacher": "SmolLM2-135M-Instruct (embedded Q4_1 GGUF, dequantized to fp32)",
                   "student": "a full-size fp32 copy of the teacher", "micro_batch": MICRO, "seq_len": SEQ,
-                  "threads": THREADS, "chunk": args.chunk, "steps_per_round": args.steps,
+                  "threads": THREADS, "chunk": args.chunk, "steps_per_round": args.steps, "warmup_steps": args.warmup,
                   "cpu_has_bf16": cpu_has_bf16(), "torch": torch.__version__},
         "step_s": {m: summary(per_mode[m]) for m in names},
+        "warmup_step_s": {m: summary(warm[m]) for m in names},
         "speedup_vs_fp32": speedup,
         "kl_first_step": {m: summary(kl_first[m]) for m in names},
         "logits_mib_by_construction": logits_mib,
@@ -113,7 +121,9 @@ def report(bench, args, names, per_mode, kl_first, rounds, vocab) -> None:
             for m in names]
     md = (f"SmolLM2-135M-Instruct teaching a full-size copy of itself: one distillation step (teacher forward, student "
           f"forward + backward, KL over {vocab} tokens, AdamW) on {MICRO} x {SEQ} tokens, {THREADS} threads, "
-          f"{len(rounds)} of {args.rounds} interleaved rounds x {args.steps} steps per mode. CPU bf16 (AVX512-BF16/AMX): "
+          f"{len(rounds)} of {args.rounds} interleaved rounds x {args.steps} timed steps per mode, each after "
+          f"{args.warmup} untimed warm-up step(s) (median warm-up step: "
+          + ", ".join(f"{m} {median(warm[m]):.2f} s" for m in names) + "). CPU bf16 (AVX512-BF16/AMX): "
           f"{cpu_has_bf16()}.\n\n"
           + md_table(["mode", "median step s", "min", "max", "speedup vs fp32 (median of rounds)", "KL, first step"], rows)
           + f"\n\nGoal: bf16 + chunked >= {GOAL}x fp32: **{'met' if results['goal']['met'] else 'not met'}** "

@@ -28,6 +28,13 @@ def reference_loss(s_hidden, t_hidden, s_head, t_head, targets, temperature: flo
     return loss, kl
 
 
+def _log_softmax(logits, t: float) -> torch.Tensor:
+    """fp32 log-softmax of logits / t; at t = 1 straight from bf16 logits (the upcast inside is exact)."""
+    if t == 1:
+        return F.log_softmax(logits, dim=-1, dtype=torch.float32)
+    return F.log_softmax(logits.to(torch.float32, copy=True).div_(t), dim=-1)  # a copy: logits may be needed again
+
+
 class FusedHeadKD(torch.autograd.Function):
     """The student's head + the loss, chunk by chunk over positions, with the gradient worked out in the forward
     pass (d loss / d logits = T (p_s - p_t) + alpha (softmax(s) - onehot), over the counted positions): backward
@@ -44,28 +51,27 @@ class FusedHeadKD(torch.autograd.Function):
             grad_w = torch.zeros(w_s.shape, dtype=torch.float32, device=w_s.device)
             kl_sum = torch.zeros((), dtype=torch.float32, device=h_s.device)
             ce_sum = torch.zeros((), dtype=torch.float32, device=h_s.device)
-            for i in range(0, n, chunk):
+            for i in range(0, n, chunk):  # in place where it can: a fresh [chunk, vocab] tensor costs page faults
                 hs = h_s[i:i + chunk].detach().to(dtype)
-                s = (hs @ ws.T).float()
+                s = hs @ ws.T
                 with torch.no_grad():
-                    tl = (h_t[i:i + chunk].to(dtype) @ wt.T).float()
-                log_pt = F.log_softmax(tl / t, dim=-1)
+                    log_pt = _log_softmax(h_t[i:i + chunk].to(dtype) @ wt.T, t)
                 p_t = log_pt.exp()
-                log_ps = F.log_softmax(s / t, dim=-1)
-                kl_sum += (p_t * (log_pt - log_ps)).sum()
-                g = (log_ps.exp() - p_t) * (t / n)
+                log_ps = _log_softmax(s, t)
                 if alpha_ce:
                     tgt = targets[i:i + chunk]
                     rows = (tgt >= 0).nonzero().squeeze(1)
-                    log_p1 = log_ps if t == 1 else F.log_softmax(s, dim=-1)
+                    log_p1 = log_ps if t == 1 else _log_softmax(s, 1)
                     ce_sum -= log_p1[rows, tgt[rows]].sum()
-                    g_ce = torch.zeros_like(s)
-                    g_ce[rows] = log_p1[rows].exp()
-                    g_ce[rows, tgt[rows]] -= 1
-                    g += g_ce * (alpha_ce / n_ce)
+                    p1_rows = log_p1[rows].exp()  # a copy: log_ps is overwritten below
+                kl_sum += log_pt.sub_(log_ps).mul_(p_t).sum()
+                g = log_ps.exp_().sub_(p_t).mul_(t / n)
+                if alpha_ce:
+                    g[rows] += p1_rows * (alpha_ce / n_ce)
+                    g[rows, tgt[rows]] -= alpha_ce / n_ce
                 g = g.to(dtype)
-                grad_h[i:i + chunk] = (g @ ws).float()
-                grad_w += (g.T @ hs).float()
+                grad_h[i:i + chunk].copy_(g @ ws)
+                grad_w.add_(g.T @ hs)
             ctx.save_for_backward(grad_h, grad_w)
             ctx.dtypes = (h_s.dtype, w_s.dtype)
             kl = kl_sum * (t * t / n)
