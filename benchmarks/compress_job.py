@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import THREADS, median, wait_quiet  # noqa: E402
 
 DEFAULT_LR = 5e-4  # peak learning rate of the compression recipe
+QUIET_WAIT_S = 3600.0  # at most this long for other work (a test run) to finish before a student's step is timed
 STUDENTS = {"w70": ("width", 0.70), "w50": ("width", 0.50), "d50": ("depth", 0.50), "d70": ("depth", 0.70)}
 
 
@@ -53,12 +54,13 @@ def distill_for(teacher, pruned, minutes: float, label: str, dataset=None):
     from converters.distill import distill
 
     student = copy.deepcopy(pruned)
+    quiet = wait_quiet(timeout=QUIET_WAIT_S)  # the probe fixes the step count: time it on a quiet machine
     step_s = timed_steps(teacher, student, distill_config())
     cfg = distill_config(max(10, int(minutes * 60 / step_s)))
     print(f"[{label}] {step_s:.2f} s/step -> {cfg.steps} steps in {minutes:g} min", file=sys.stderr)
     t = time.perf_counter()
     distill(teacher, student, cfg, dataset=dataset)
-    return student, {"step_s_probe": round(step_s, 3), "ran_on": "cpu", "wall_s": round(time.perf_counter() - t, 1),
+    return student, {"step_s_probe": round(step_s, 3), "probe_quiet": quiet, "ran_on": "cpu", "wall_s": round(time.perf_counter() - t, 1),
                      "first": cfg.log[0], "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 25)],
                      **recipe_record(cfg)}
 
