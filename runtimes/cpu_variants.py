@@ -168,8 +168,9 @@ def unproven(entry: dict) -> bool:
     return any(f.startswith("AMX") for f in entry.get("features", [])) and not set(entry["ok_types"]) & AMX_TYPES
 
 
-def _runs_on_every_variant_but(libs, score, name: str, model: Path) -> bool:
-    """Whether the most basic variant runs `model` (so a crash of `name` on it is the variant's fault)."""
+def _basic_runs(libs, score, name: str, model: Path) -> bool:
+    """Whether the most basic variant, if it is not `name`, runs `model` (so a crash of `name` on it is the
+    variant's fault, not the file's)."""
     base = basic(libs, score)
     if base == name:
         return False
@@ -219,7 +220,7 @@ def choose(lib_dir: Path, model: Path | None, types: set[str], probe: bool = Tru
             # at fault, not the variant; opening it in this process gives llama.cpp's own error
             return Choice(name, str(libs[name]), "unprobed: " + (answer.get("error") or failure(status)),
                           score[name], rejected=rejected)
-        if not _runs_on_every_variant_but(libs, score, name, model):  # the file breaks every variant: keep this one's record clean
+        if not _basic_runs(libs, score, name, model):  # the file breaks every variant: keep this one's record clean
             return Choice(name, str(libs[name]), f"unprobed: {failure(status)} on every variant", score[name],
                           rejected=rejected)
         e["failed"] = f"{failure(status)} running {model.name}"
@@ -246,7 +247,7 @@ def confirm(lib_dir: Path, choice: Choice, model: Path, types: set[str]) -> None
             e["ok_types"] = sorted(set(e["ok_types"]) | types)
             cache.save()
         return
-    if not _runs_on_every_variant_but(libs, scores(libs, cache), choice.variant, model):
+    if not _basic_runs(libs, scores(libs, cache), choice.variant, model):
         return  # the file breaks every variant: llama.cpp's own error (or crash) is the answer
     e["failed"] = f"{failure(status)} running {model.name}"
     cache.save()
