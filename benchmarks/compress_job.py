@@ -60,7 +60,8 @@ def distill_for(teacher, pruned, minutes: float, label: str, dataset=None):
     print(f"[{label}] {step_s:.2f} s/step -> {cfg.steps} steps in {minutes:g} min", file=sys.stderr)
     t = time.perf_counter()
     distill(teacher, student, cfg, dataset=dataset)
-    return student, {"step_s_probe": round(step_s, 3), "probe_quiet": quiet, "ran_on": "cpu", "wall_s": round(time.perf_counter() - t, 1),
+    return student, {"step_s_probe": round(step_s, 3), "probe_quiet": quiet, "ran_on": "cpu",
+                     "wall_s": round(time.perf_counter() - t, 1),
                      "first": cfg.log[0], "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 25)],
                      **recipe_record(cfg)}
 

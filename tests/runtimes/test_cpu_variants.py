@@ -164,7 +164,8 @@ def test_an_amx_variant_probed_only_on_f32_is_passed_over_until_an_amx_type_runs
     first = cpu_variants.choose(fake_libs, f32, {"F32"})
     assert (first.variant, first.how, first.rejected) == ("avx512", "probed", {"amx": cpu_variants.AMX_UNPROVEN})
     again = cpu_variants.choose(fake_libs, f32, {"F32"})
-    assert (again.variant, again.how) == ("avx512", "cached") and probes.calls == [("amx", "f32.gguf"), ("avx512", "f32.gguf")]
+    assert (again.variant, again.how) == ("avx512", "cached")
+    assert probes.calls == [("amx", "f32.gguf"), ("avx512", "f32.gguf")]
     quantized = cpu_variants.choose(fake_libs, q8, {"F32", "Q8_0"})  # AMX really runs here: now it is the best
     assert (quantized.variant, quantized.how, quantized.rejected) == ("amx", "probed", {})
     assert cpu_variants.choose(fake_libs, f32, {"F32"}).variant == "amx"
@@ -184,4 +185,5 @@ def test_a_later_model_that_crashes_the_loaded_variant_is_refused_not_fatal(fake
                             "another variant) or set EDGECHAT_CPU_VARIANT to one that runs it")
     cpu_variants.confirm(fake_libs, loaded, f32, {"F32"})  # known types: no child at all
     assert probes.calls == [("amx", "f32.gguf"), ("amx", "q8.gguf"), ("x64", "q8.gguf")]
-    assert cpu_variants.Cache(cpu_variants.variants(fake_libs)).entry("amx")["failed"] == "killed by SIGILL running q8.gguf"
+    cached = cpu_variants.Cache(cpu_variants.variants(fake_libs)).entry("amx")
+    assert cached["failed"] == "killed by SIGILL running q8.gguf"
