@@ -1,8 +1,8 @@
 """Distillation data written by the teacher itself: user turns from the chit-chat corpus, from a user's file, and
 made up by the teacher when it is given only the chat template's user prefix (Magpie); the replies are the
-teacher's own, generated through the Chat API on the fastest engine here (llama.cpp on a GGUF of the teacher;
-the torch reference when llama.cpp is not installed). llama-cpp-python's Llama runs one sequence at a time, so
-replies are generated one after another, each reusing the cached template prefix (the system prompt).
+teacher's own, generated on the fastest engine here: llama.cpp on a GGUF of the teacher, batched over parallel
+sequences (runtimes.llama_batch, with Chat's template, sampler and stopping rule); the torch reference, one reply
+after another through Chat, when llama.cpp is not installed.
 
 The set is cached under edgechat's cache directory (teacher-data/<key>.jsonl, the key hashing the teacher's
 weights and every option) and reused; its sha256 goes into the manifest. The student then trains on the
@@ -13,13 +13,14 @@ import hashlib
 import importlib.util
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edgechat.app.sampling import Sampler, SamplingParams
 from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
 
-VERSION = 1  # bump when what a cached file holds would change for the same options
+VERSION = 2  # bump when what a cached file holds would change for the same options
 SENTINEL = "\x00USER-TURN\x00"
 MAGPIE_TOKENS = 64  # most tokens of a user turn the teacher writes
 MAGPIE_SAMPLING = {"temperature": 1.0, "top_p": 1.0}  # as Magpie samples user turns
@@ -104,23 +105,47 @@ def corpus_prompts(count: int, start: int = 0) -> list[str]:
 
 
 def magpie_prompts(chat, count: int, seed: int) -> list[str]:
-    """User turns the teacher writes itself, sampled from the template's user prefix; distinct and non-empty."""
+    """User turns the teacher writes itself, sampled from the template's user prefix; distinct and non-empty,
+    the first `count` of attempts 0, 1, ... (each seeded by its number)."""
     prefix, stop = user_prefix(chat.format)
     add_bos = chat.format.add_bos and not (chat.format.bos_text and prefix.startswith(chat.format.bos_text))
+    ids = chat.engine.tokenize(prefix, add_bos=add_bos)
     out: list[str] = []
-    for attempt in range(count * 4):
-        if len(out) == count:
-            break
-        text = ""
-        for piece in chat.complete(prefix, stream=True, add_bos=add_bos, max_tokens=MAGPIE_TOKENS,
-                                   seed=seed * 100003 + attempt, **MAGPIE_SAMPLING):
-            text += piece
-            if stop and stop in text:
-                break
-        text = (text.split(stop)[0] if stop else text).strip()
-        if text and text not in out:
-            out.append(text)
+    attempt = 0
+    while len(out) < count and attempt < count * 4:
+        tries = range(attempt, min(count * 4, attempt + count - len(out)))
+        params = [SamplingParams(**MAGPIE_SAMPLING, seed=seed * 100003 + a) for a in tries]
+        for text in replies(chat, [ids] * len(tries), MAGPIE_TOKENS, params):
+            text = ((text or "").split(stop)[0] if stop else text or "").strip()
+            if text and text not in out and len(out) < count:
+                out.append(text)
+        attempt = tries.stop
     return out
+
+
+def replies(chat, prompts: list[list[int]], max_tokens: int, params: list[SamplingParams] | None = None,
+            progress=None) -> list[str | None]:
+    """The reply text to each prompt (ids), None where it does not fit the context: batched on llama.cpp, one
+    after another through Chat on other engines. params: per prompt (default: greedy)."""
+    from runtimes.llama_batch import generate_many
+    from runtimes.llama_cpp_engine import LlamaCppEngine
+
+    e = chat.engine
+    params = params or [SamplingParams(temperature=0.0)] * len(prompts)
+    if isinstance(e, LlamaCppEngine):
+        outs = generate_many(e, prompts, max_tokens, [Sampler(p) for p in params], progress=progress)
+        return [None if o is None else e.detokenize(o) for o in outs]
+    texts: list[str | None] = []
+    for n, (ids, p) in enumerate(zip(prompts, params), 1):
+        if len(ids) >= e.n_ctx:  # as Chat refuses a first message that fills the context
+            texts.append(None)
+        else:
+            for _ in chat._generate(ids, replace(p, max_tokens=max_tokens), as_turn=False):
+                pass
+            texts.append(chat.last_reply.text)
+        if progress:
+            progress(n)
+    return texts
 
 
 def open_teacher_engine(teacher: Model, gguf_path, tmp: str, own_file: bool = True):
@@ -235,15 +260,14 @@ def with_student_replies(data: TeacherData, student: Model, share: float, seed: 
     with tempfile.TemporaryDirectory(prefix="edgechat-student-") as tmp:
         engine = open_teacher_engine(student, None, tmp, own_file=False)
         try:
-            chat = Chat(engine, temperature=1.0, max_tokens=reply_tokens)
+            chat = Chat(engine)
             chat.probes = False
-            for k, i in enumerate(pick):
-                chat.messages = []
-                reply = chat.send(convos[i][0]["content"], seed=seed * 100003 + i)
-                convos[i] = [convos[i][0], {"role": "assistant", "content": reply.text}]
-                sources[i] += "+student"
-                if advance:
-                    advance(k + 1)
+            prompts = [chat.prompt_ids([convos[i][0]]) for i in pick]
+            params = [SamplingParams(temperature=1.0, seed=seed * 100003 + i) for i in pick]
+            for i, text in zip(pick, replies(chat, prompts, reply_tokens, params, progress=advance)):
+                if text is not None:
+                    convos[i] = [convos[i][0], {"role": "assistant", "content": text}]
+                    sources[i] += "+student"
         finally:
             engine.close()
     fmt = student.chat_format()
@@ -273,17 +297,11 @@ def generate(teacher, gguf_path, n_given, n_magpie, seed, given, reply_tokens, c
                     progress.step("teacher writing user turns (Magpie)")
                 user += [(p, "magpie") for p in magpie_prompts(chat, n_magpie, seed)]
             advance = progress.step("teacher replies", total=len(user)) if progress else None
-            rows = []
-            for i, (prompt, source) in enumerate(user):
-                chat.messages = []  # a fresh conversation; the engine keeps the template prefix cached
-                try:
-                    reply = chat.send(prompt)
-                except EdgechatError:  # a prompt longer than the context: leave it out
-                    continue
-                rows.append({"messages": [{"role": "user", "content": prompt},
-                                          {"role": "assistant", "content": reply.text}], "source": source})
-                if advance:
-                    advance(i + 1)
+            texts = replies(chat, [chat.prompt_ids([{"role": "user", "content": p}]) for p, _ in user],
+                            reply_tokens, progress=advance)
+            rows = [{"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}],
+                     "source": source} for (prompt, source), text in zip(user, texts)
+                    if text is not None]  # None: a prompt longer than the context, left out
         finally:
             engine.close()
     if not rows:
