@@ -273,7 +273,8 @@ def with_student_replies(data: TeacherData, student: Model, share: float, seed: 
     fmt = student.chat_format()
     encoded = [assistant_mask(fmt, c) for c in convos]
     return TeacherData(convos, sources, [e[0] for e in encoded], [e[1] for e in encoded], data.path, data.sha256,
-                       {**data.options, "student_share": share}, data.cached, len(pick))
+                       {**data.options, "student_share": share}, data.cached,
+                       sum(s.endswith("+student") for s in sources))
 
 
 def generate(teacher, gguf_path, n_given, n_magpie, seed, given, reply_tokens, corpus_start, progress) -> list[dict]:

@@ -31,7 +31,8 @@ def one_at_a_time(engine, ids, max_tokens, **sampling):
 
 
 def test_greedy_replies_match_chat(engine, prompts):
-    """9 prompts over 3 slots, 200 tokens in a 256-token context: every reply is the one Chat generates alone, ended where Chat ends it."""
+    """9 prompts over 3 slots, 200 tokens in a 256-token context: every reply is the one Chat generates alone,
+    ended where Chat ends it."""
     assert len({len(p) for p in prompts}) > 3  # prompts of different lengths share the batches
     done = []
     outs = generate_many(engine, prompts, 200, parallel=3, progress=done.append)

@@ -6,7 +6,9 @@ import re
 import pytest
 
 from edgechat.app.chat import Chat
-from edgechat.app.teacher_data import assistant_mask, read_prompts, teacher_conversations, user_prefix
+from edgechat.app.sampling import SamplingParams
+from edgechat.app.teacher_data import (assistant_mask, corpus_prompts, read_prompts, replies, teacher_conversations,
+                                      user_prefix)
 from edgechat.core.errors import EdgechatError
 from edgechat.core.sources import load_model
 from runtimes.torch_engine import TorchEngine
@@ -26,6 +28,24 @@ def test_replies_are_the_teachers_greedy_replies(stories_model, stories_data):
         assert [m["role"] for m in convo] == ["user", "assistant"]
         reference.reset()
         assert reference.send(convo[0]["content"]).text == convo[1]["content"]
+
+
+def test_replies_without_llama_cpp_are_the_batched_ones(stories_model, stories_f32_gguf):
+    """The fallback (one reply after another through Chat on the torch reference) gives the texts that llama.cpp's
+    batched generation gives, greedy and seeded, and leaves out a prompt over the context."""
+    from runtimes.llama_cpp_engine import LlamaCppEngine
+
+    torch_chat = Chat(TorchEngine(stories_model, n_ctx=256))
+    llama = LlamaCppEngine(stories_f32_gguf, n_ctx=256, kv_type="f32")
+    try:
+        ids = [torch_chat.prompt_ids([{"role": "user", "content": p}]) for p in corpus_prompts(4)]
+        ids.append(ids[0] * 20)  # longer than the context
+        params = [SamplingParams(temperature=t, seed=s) for s, t in enumerate([0.0, 1.0, 0.0, 1.0, 0.0])]
+        on_torch = replies(torch_chat, ids, 24, params)
+        assert on_torch == replies(Chat(llama), ids, 24, params)
+        assert on_torch[4] is None and all(on_torch[:4])
+    finally:
+        llama.close()
 
 
 def test_magpie_turns_come_from_the_teacher(stories_data):
