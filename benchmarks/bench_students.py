@@ -9,12 +9,15 @@ teacher) and on DailyDialog's assistant turns (perplexity, ratio to the teacher'
 tokens/s of its Q4_K_M against the teacher's Q4_K_M (llama.cpp, interleaved rounds); greedy answers to the
 "Paris" question and five MT-Bench first turns, each checked for loops (a 6-word run said 3 times).
 
-Students are kept in benchmarks/.cache/students/NAME-DATA-Mmin: a run trains only the students it has not
-got, so the grid can be filled over several sessions (each student is an hour of both cores) and reported
-in one run.
+Students are kept in benchmarks/.cache/students/NAME-DATA-Mmin (plus -Nconv for a teacher set other than 800
+conversations): a run trains only the students it has not got, so the grid can be filled over several sessions
+(each student is an hour of both cores) and reported in one run. On a bare checkout, --blocks-from a committed
+results file reuses its block removals rather than measuring them again (about 20 minutes for d80).
 
     .venv/bin/python benchmarks/bench_students.py --students d80 --data teacher [--minutes 60]
     .venv/bin/python benchmarks/bench_students.py --students d90,d80,d70 --data teacher,chitchat  # report
+    .venv/bin/python benchmarks/bench_students.py --students d80 --teacher-data 3200 --name bench_students-3200 \
+        --blocks-from benchmarks/results/bench_students.json
 """
 from __future__ import annotations
 
@@ -65,17 +68,29 @@ def teacher_chats(teacher, n: int, held_out: bool):
     return teacher_conversations(teacher, n=n, seed=0, progress=Steps())
 
 
+def chosen_before(name: str, results: str | None):
+    """A block removal measured before for this student name: a cached student's record, else the "chosen" of a
+    committed results file (--blocks-from), else None (measure it)."""
+    before = next(iter(sorted((CACHE / "students").glob(f"{name}-*/record.json"))), None)
+    if before:
+        return json.loads(before.read_text())["chosen"]
+    if results:
+        recs = json.loads(Path(results).read_text())["students"]
+        return next((r["chosen"] for k, r in sorted(recs.items()) if k.split("/")[0] == name), None)
+    return None
+
+
 def make_student(name, data, teacher, imp, args, evals) -> dict:
     from converters.hf_writer import write_hf
     from converters.prune import plan_for_target, prune
 
-    home = CACHE / "students" / f"{name}-{data}-{args.minutes:g}min"
+    more = f"-{args.teacher_data}conv" if data == "teacher" and args.teacher_data != 800 else ""  # 800: older names
+    home = CACHE / "students" / f"{name}-{data}-{args.minutes:g}min{more}"
     if (home / "record.json").exists():
         return json.loads((home / "record.json").read_text())
     strategy, frac = spec(name)
     plan = plan_for_target(teacher.config, frac, strategy)
-    before = next(iter(sorted((CACHE / "students").glob(f"{name}-*/record.json"))), None)
-    pruned = prune(teacher, plan, imp, json.loads(before.read_text())["chosen"] if before else None)  # measured before
+    pruned = prune(teacher, plan, imp, chosen_before(name, args.blocks_from))
     rec = {"name": name, "data": data, "strategy": strategy, "target_frac": frac, "chosen": plan.chosen,
            "params": pruned.config.param_count(),
            "params_frac": pruned.config.param_count() / teacher.config.param_count()}
@@ -106,6 +121,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--name", default="bench_students")
+    ap.add_argument("--blocks-from", help="a results JSON (e.g. benchmarks/results/bench_students.json) whose "
+                                          "students' block removals to reuse instead of measuring them")
     args = ap.parse_args()
 
     import torch
