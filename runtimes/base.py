@@ -6,6 +6,17 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from edgechat.core.conversation import ChatFormat
+from edgechat.core.errors import EdgechatError
+
+
+def finite(logits, position: int):
+    """A model whose logits hold NaN or Inf would sample garbage: say so instead. One max() per token (NaN and
+    +Inf propagate into it), ~1/1000 of a decode step."""
+    top = float(logits.max())
+    if top != top or top in (float("inf"), float("-inf")):
+        raise EdgechatError(f"the model produced non-finite logits (NaN or Inf) at reply token {position}: "
+                            "its weights or its engine are broken; re-convert it from the source")
+    return logits
 
 
 class Engine(ABC):

@@ -8,7 +8,7 @@ from typing import Iterator
 from edgechat.core.errors import EdgechatError
 from edgechat.probes.latency import NullTimer, ReplyTimer, Stats
 from edgechat.app.sampling import Sampler, SamplingParams
-from runtimes.base import Engine
+from runtimes.base import Engine, finite
 
 
 @dataclass
@@ -25,16 +25,6 @@ def common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def finite(logits, position: int):
-    """A model whose logits hold NaN or Inf would sample garbage: say so instead. One max() per token (NaN and
-    +Inf propagate into it), ~1/1000 of a decode step."""
-    top = float(logits.max())
-    if top != top or top in (float("inf"), float("-inf")):
-        raise EdgechatError(f"the model produced non-finite logits (NaN or Inf) at reply token {position}: "
-                            "its weights or its engine are broken; re-convert it from the source")
-    return logits
 
 
 class Chat:

@@ -116,7 +116,7 @@ def magpie_prompts(chat, count: int, seed: int) -> list[str]:
         tries = range(attempt, min(count * 4, attempt + count - len(out)))
         params = [SamplingParams(**MAGPIE_SAMPLING, seed=seed * 100003 + a) for a in tries]
         for text in replies(chat, [ids] * len(tries), MAGPIE_TOKENS, params):
-            text = ((text or "").split(stop)[0] if stop else text or "").strip()
+            text = (text or "").split(stop)[0].strip() if stop else (text or "").strip()
             if text and text not in out and len(out) < count:
                 out.append(text)
         attempt = tries.stop

@@ -22,6 +22,10 @@ def prompts(engine):
     return [chat.prompt_ids([{"role": "user", "content": p}]) for p in corpus_prompts(9, 0)]
 
 
+def greedy(n):
+    return [Sampler(SamplingParams())] * n  # stateless at temperature 0
+
+
 def one_at_a_time(engine, ids, max_tokens, **sampling):
     chat = Chat(engine, max_tokens=max_tokens, **sampling)
     chat.probes = False
@@ -35,7 +39,7 @@ def test_greedy_replies_match_chat(engine, prompts):
     ended where Chat ends it."""
     assert len({len(p) for p in prompts}) > 3  # prompts of different lengths share the batches
     done = []
-    outs = generate_many(engine, prompts, 200, parallel=3, progress=done.append)
+    outs = generate_many(engine, prompts, 200, greedy(len(prompts)), parallel=3, progress=done.append)
     assert done == list(range(1, 10))
     expected = [one_at_a_time(engine, p, 200) for p in prompts]
     assert outs == [ids for ids, _ in expected]
@@ -51,7 +55,7 @@ def test_seeded_sampling_matches_chat(engine, prompts):
 
 def test_prompt_over_the_context_is_left_out(engine, prompts):
     too_long = prompts[0] * (engine.n_ctx // len(prompts[0]) + 1)
-    outs = generate_many(engine, [prompts[1], too_long, prompts[2]], 8, parallel=2)
+    outs = generate_many(engine, [prompts[1], too_long, prompts[2]], 8, greedy(3), parallel=2)
     assert outs[1] is None and outs[0] == one_at_a_time(engine, prompts[1], 8)[0]
     assert outs[2] == one_at_a_time(engine, prompts[2], 8)[0]
 
@@ -66,10 +70,9 @@ def test_end_of_generation_frees_the_slot(engine, prompts):
 
         def pick(logits):
             calls.append(1)
-            return eos if len(calls) == 4 else Sampler(SamplingParams())(logits)
+            return eos if len(calls) == 4 else greedy(1)[0](logits)
         return pick
 
-    outs = generate_many(engine, prompts[:3], 16, [stops_at_4(), Sampler(SamplingParams()), Sampler(SamplingParams())],
-                         parallel=2)
+    outs = generate_many(engine, prompts[:3], 16, [stops_at_4()] + greedy(2), parallel=2)
     assert outs[0] == one_at_a_time(engine, prompts[0], 3)[0]
     assert outs[1:] == [one_at_a_time(engine, p, 16)[0] for p in prompts[1:3]]
