@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import THREADS, Bench, md_table, median, rotate  # noqa: E402
+from common import THREADS, Bench, interleaved, md_table, median  # noqa: E402
 
 
 def main():
@@ -46,12 +45,7 @@ def main():
         return out
 
     ways = {"every trial model whole": whole, "cached block inputs": lambda: removal_losses(model.module, seqs, keep)}
-    times, losses = {k: [] for k in ways}, {}
-    for r in range(args.rounds):
-        for k in rotate(list(ways), r):
-            t = time.perf_counter()
-            losses[k] = ways[k]()
-            times[k].append(time.perf_counter() - t)
+    times, losses = interleaved(ways, args.rounds)
     a, b = (median(times[k]) for k in ways)
     diff = max(abs(losses["every trial model whole"][i] - losses["cached block inputs"][i]) for i in keep)
     md = (f"SmolLM2-135M-Instruct, one removal round (30 trials), {len(seqs)} calibration sequences "

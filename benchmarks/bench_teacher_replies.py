@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Bench, loadavg, md_table, median, rotate  # noqa: E402
+from common import Bench, interleaved, md_table, median  # noqa: E402
 
 
 def main():
@@ -25,6 +24,7 @@ def main():
     args = ap.parse_args()
 
     from edgechat.app.chat import Chat
+    from edgechat.app.sampling import Sampler, SamplingParams
     from edgechat.app.teacher_data import corpus_prompts, open_teacher_engine
     from edgechat.core.sources import load_model
     from runtimes.llama_batch import generate_many
@@ -36,6 +36,7 @@ def main():
     chat.probes = False
     prompts = corpus_prompts(args.prompts, 0)
     ids = [chat.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
+    greedy = [Sampler(SamplingParams())] * len(ids)  # stateless at temperature 0
 
     def one_at_a_time():
         out = []
@@ -45,15 +46,9 @@ def main():
         return out
 
     ways = {"one at a time (Chat.send)": one_at_a_time,
-            "batched, 4 sequences": lambda: generate_many(engine, ids, args.tokens, parallel=4),
-            "batched, 16 sequences": lambda: generate_many(engine, ids, args.tokens, parallel=16)}
-    times, outs, load = {k: [] for k in ways}, {}, [loadavg()]
-    for r in range(args.rounds):
-        for k in rotate(list(ways), r):
-            t = time.perf_counter()
-            outs[k] = ways[k]()
-            times[k].append(time.perf_counter() - t)
-    load.append(loadavg())
+            "batched, 4 sequences": lambda: generate_many(engine, ids, args.tokens, greedy, parallel=4),
+            "batched, 16 sequences": lambda: generate_many(engine, ids, args.tokens, greedy, parallel=16)}
+    times, outs = interleaved(ways, args.rounds)
     base_k = next(iter(ways))
     tokens = {k: sum(len(o) for o in v) for k, v in outs.items()}
     rows, res = [], {}
@@ -65,13 +60,12 @@ def main():
         rows.append([k, median(times[k]), tokens[k], res[k]["tok_s"], res[k]["speedup"], f"{same} of {len(ids)}"])
     md = (f"SmolLM2-135M-Instruct's GGUF ({Path(engine.model_path).name}), llama.cpp, {engine.threads} threads; "
           f"{len(ids)} chit-chat first turns answered greedily in at most {args.tokens} tokens; {args.rounds} "
-          f"interleaved rounds; load average {load[0]} before, {load[1]} after.\n\n"
+          f"interleaved rounds.\n\n"
           + md_table(["way", "median s", "tokens", "tok/s", "vs one at a time", "replies identical"], rows)
           + "\n\nA reply that differs does so where batched kernels round differently from one-token ones and "
             "two candidates are within rounding.\n")
     engine.close()
-    bench.write({"prompts": len(ids), "tokens_max": args.tokens, "threads": engine.threads, "ways": res,
-                 "loadavg": load}, md)
+    bench.write({"prompts": len(ids), "tokens_max": args.tokens, "threads": engine.threads, "ways": res}, md)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,18 @@ def rotate(items: list, r: int) -> list:
     return items[k:] + items[:k]
 
 
+def interleaved(ways: dict, rounds: int) -> tuple[dict, dict]:
+    """Each way (name -> callable) run once a round, in rotate()'s order: the wall seconds of every run per way,
+    and each way's last result."""
+    times, results = {k: [] for k in ways}, {}
+    for r in range(rounds):
+        for k in rotate(list(ways), r):
+            t = time.perf_counter()
+            results[k] = ways[k]()
+            times[k].append(time.perf_counter() - t)
+    return times, results
+
+
 # -- memory bandwidth ---------------------------------------------------------------------------------
 def memcpy_bandwidth(mib: int = 512, repeats: int = 7) -> dict:
     """numpy copy of a `mib` MiB array into another (pages touched first): bytes copied per second, and the
