@@ -68,19 +68,16 @@ def teacher_chats(teacher, n: int, held_out: bool):
     return teacher_conversations(teacher, n=n, seed=0, progress=Steps())
 
 
-def chosen_before(name: str, results: str | None):
+def chosen_before(name: str, committed: dict):
     """A block removal measured before for this student name: a cached student's record, else the "chosen" of a
-    committed results file (--blocks-from), else None (measure it)."""
+    committed results file's students (--blocks-from), else None (measure it)."""
     before = next(iter(sorted((CACHE / "students").glob(f"{name}-*/record.json"))), None)
     if before:
         return json.loads(before.read_text())["chosen"]
-    if results:
-        recs = json.loads(Path(results).read_text())["students"]
-        return next((r["chosen"] for k, r in sorted(recs.items()) if k.split("/")[0] == name), None)
-    return None
+    return next((r["chosen"] for k, r in sorted(committed.items()) if k.split("/")[0] == name), None)
 
 
-def make_student(name, data, teacher, imp, args, evals) -> dict:
+def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:
     from converters.hf_writer import write_hf
     from converters.prune import plan_for_target, prune
 
@@ -90,7 +87,7 @@ def make_student(name, data, teacher, imp, args, evals) -> dict:
         return json.loads((home / "record.json").read_text())
     strategy, frac = spec(name)
     plan = plan_for_target(teacher.config, frac, strategy)
-    pruned = prune(teacher, plan, imp, chosen_before(name, args.blocks_from))
+    pruned = prune(teacher, plan, imp, chosen_before(name, committed))
     rec = {"name": name, "data": data, "strategy": strategy, "target_frac": frac, "chosen": plan.chosen,
            "params": pruned.config.param_count(),
            "params_frac": pruned.config.param_count() / teacher.config.param_count()}
@@ -124,6 +121,12 @@ def main():
     ap.add_argument("--blocks-from", help="a results JSON (e.g. benchmarks/results/bench_students.json) whose "
                                           "students' block removals to reuse instead of measuring them")
     args = ap.parse_args()
+    committed = {}  # the students of --blocks-from
+    if args.blocks_from:
+        try:
+            committed = dict(json.loads(Path(args.blocks_from).read_text())["students"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--blocks-from {args.blocks_from}: not a bench_students results file ({type(e).__name__}: {e})")
 
     import torch
 
@@ -141,7 +144,7 @@ def main():
         if d not in ("teacher", "chitchat"):
             raise SystemExit(f"--data {d!r}: give teacher or chitchat")
     imp = importance(teacher, 64)
-    recs = {f"{n}/{d}": make_student(n, d, teacher, imp, args, evals) for n, d in grid}
+    recs = {f"{n}/{d}": make_student(n, d, teacher, imp, args, evals, committed) for n, d in grid}
 
     ggufs = {"teacher": export_q4km(teacher, CACHE / "compress" / "teacher"),
              **{k: Path(r["gguf"]) for k, r in recs.items()}}
