@@ -13,7 +13,6 @@ sequences of 256 tokens, 4 a step); the steps run in the trainer's default preci
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -84,7 +83,7 @@ def write(bench, args, rows, out, precision: str) -> None:
     md = (f"SmolLM2-135M-Instruct, 8da4w (min/max scales, g32, 4-bit embedding and head) scored eagerly by torchao "
           f"against the fp32 reference: {args.chunks} x 512 WikiText-2 tokens, assistant turns of {args.dialogues} "
           f"DailyDialog test dialogues. QAT: converters.pte_qat, distilled from fp32 on chit-chat, 4 x 256 tokens a "
-          f"step, {THREADS} threads on the CPU ({platform.processor() or platform.machine()}), precision {precision}; "
+          f"step, {THREADS} threads on the CPU (the machine line above), precision {precision}; "
           f"each step count trained from fp32 afresh.\n\n"
           + md_table(["variant", "QAT steps", "QAT wall s", "WikiText-2 KLD", "top-1", "PPL", "DailyDialog KLD",
                       "top-1", "PPL"], rows)
