@@ -41,7 +41,8 @@ from edgechat.core.errors import GateFailed
               "--calib text and folded into the RMSNorms before q/k/v and gate/up (default: off).")
 @click.option("--qat-steps", type=int, help="pte: quantization-aware training, N steps of distillation from the "
               "fp32 model through torchao's fake quantization of the program's own configs (default: 0). On "
-              "SmolLM2-135M, 100 steps took 23 min on 2 CPU cores and cut 8da4w's WikiText-2 mean KLD from 0.59 to 0.37.")
+              "SmolLM2-135M, 100 steps took 23 min on 2 CPU cores and cut 8da4w's WikiText-2 mean KLD "
+              "from 0.59 to 0.37.")
 @click.option("--calib", type=click.Path(), help="Calibration text for the importance matrix and the sensitivity pass "
               "(default: chit-chat dialogues).")
 @click.option("--eval-data", type=click.Path(), help="Text for the manifest's quality figures "
