@@ -140,7 +140,8 @@ def report(bench, args, names, per_mode, warm, kl_first, rounds, vocab) -> None:
           + md_table(["mode", "median step s", "min", "max", "speedup vs fp32 (median of rounds)", "KL, first step"], rows)
           + f"\n\nGoal: {goal_mode} >= {goal}x fp32 ("
             + ("bf16 + chunked 1.5x faster on an AVX512-BF16/AMX CPU" if bf16_cpu else "no loss on a CPU without bf16")
-            + f"): **{'met' if results['goal']['met'] else 'not met'}** ({speedup.get(goal_mode) or 0:.2f}x). "
+            + f"): **{'met' if results['goal']['met'] else 'not met'}** ("
+            + (f"{speedup[goal_mode]:.2f}x" if goal_mode in speedup else f"{goal_mode} not run") + "). "
             f"Logits memory by construction (6 [positions, vocab] fp32 tensors): "
             f"whole batch {logits_mib['whole batch']:.0f} MiB, chunked {logits_mib['chunked']:.0f} MiB.\n\n"
           + md_table(["round", "quiet", "load avg", *[f"{m} s" for m in names], *[f"{m} x" for m in names[1:]]],

@@ -27,22 +27,29 @@ from common import THREADS, Bench, loadavg, md_table  # noqa: E402
 
 def quantized(model, opts, calib):
     """The 8da4w export module for `opts` (QAT first when opts.qat_steps), and what the levers recorded."""
-    from converters import pte_mixed as pm
-    from converters.pte_export import module_plan
+    from converters.pte_export import quantize_module
     from converters.pte_levers import prepare_module
 
     module, levers = prepare_module(model, opts, calib)
-    return pm.apply_plan(module, module_plan(module, opts), opts.hqq), levers
+    return quantize_module(module, opts), levers
+
+
+def step_counts(text: str) -> list[int]:
+    """--steps: a comma list of positive step counts."""
+    counts = [int(x) for x in text.split(",")]  # a ValueError becomes argparse's one-line error
+    if min(counts) < 1:
+        raise ValueError(text)
+    return counts
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", default="100,300", help="comma list of QAT step counts, each trained from fp32")
+    ap.add_argument("--steps", type=step_counts, default="100,300",
+                    help="comma list of QAT step counts (1 or more), each trained from fp32")
     ap.add_argument("--chunks", type=int, default=6, help="WikiText-2 chunks of 512 tokens")
     ap.add_argument("--dialogues", type=int, default=6, help="DailyDialog test dialogues")
     ap.add_argument("--name", default="bench_pte_qat")
     args = ap.parse_args()
-    steps = [int(s) for s in args.steps.split(",")]
 
     import torch
 
@@ -60,8 +67,8 @@ def main() -> None:
     data = eval_datasets(args.dialogues)
     base = resolve_options(model, "8da4w", {"max_seq_len": SEQ, "hqq": False})
     calib = calibration_for(model)
-    variants = [(DEFAULT, base)] + [(f"(e) 8da4w + QAT {n} steps", replace(base, qat_steps=n)) for n in steps]
-    rows, out = [], {}
+    variants = [(DEFAULT, base)] + [(f"(e) 8da4w + QAT {n} steps", replace(base, qat_steps=n)) for n in args.steps]
+    rows, out, precision = [], {}, train_precision(DistillConfig())
     for name, opts in variants:
         t = time.perf_counter()
         module, levers = quantized(model, opts, calib)
@@ -75,7 +82,7 @@ def main() -> None:
               file=sys.stderr, flush=True)
         rows.append([name, qat.get("steps", 0), qat.get("wall_s", 0), w["mean_kld"], w["top1_agreement"], w["ppl"],
                      d["mean_kld"], d["top1_agreement"], d["ppl"]])
-        write(bench, args, rows, out, train_precision(DistillConfig()))  # after every variant: a cut run keeps its rows
+        write(bench, args, rows, out, precision)  # after every variant: a cut run keeps its rows
 
 
 def write(bench, args, rows, out, precision: str) -> None:
