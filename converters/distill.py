@@ -232,8 +232,8 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
         if on_step:
             on_step(*cfg.log[-1])
         if advance:
+            progress.describe(f"distilling: loss {float(loss_sum):.4f} KL {float(kl_sum):.4f}")
             advance(step + 1)
-            progress.progress.update(progress._task, description=f"distilling: loss {float(loss_sum):.4f} KL {float(kl_sum):.4f}")
         if cfg.checkpoint and rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(Path(cfg.checkpoint), module, opt, step + 1, cfg.log)
     module.to("cpu").eval().requires_grad_(False)
