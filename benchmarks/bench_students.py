@@ -69,12 +69,16 @@ def teacher_chats(teacher, n: int, held_out: bool):
 
 
 def chosen_before(name: str, committed: dict):
-    """A block removal measured before for this student name: a cached student's record, else the "chosen" of a
-    committed results file's students (--blocks-from), else None (measure it)."""
-    before = next(iter(sorted((CACHE / "students").glob(f"{name}-*/record.json"))), None)
-    if before:
-        return json.loads(before.read_text())["chosen"]
-    return next((r["chosen"] for k, r in sorted(committed.items()) if k.split("/")[0] == name), None)
+    """A block removal measured before: a cached student's, else one of a committed results file's students
+    (--blocks-from), else None (measure it). The same name first; else, for a depth student, another depth
+    student's longest removal (prune() takes its first blocks: the removal is greedy, so they are the same)."""
+    records = [json.loads(p.read_text()) for p in sorted((CACHE / "students").glob("*/record.json"))]
+    records += [r for _, r in sorted(committed.items())]
+    same = next((r["chosen"] for r in records if r["name"] == name), None)
+    if same or not name.startswith("d"):
+        return same
+    depth = [r["chosen"] for r in records if r["chosen"].get("layer_removal")]
+    return max(depth, key=lambda c: len(c["layer_removal"]), default=None)
 
 
 def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:

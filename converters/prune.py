@@ -232,13 +232,15 @@ def top(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 def prune(model: Model, plan: PrunePlan, imp: Importance, chosen_before: dict | None = None) -> Model:
     """Apply the plan; every layer keeps the same widths, so the config stays standard. `chosen_before`: an
-    earlier run's plan.chosen for the same model, plan and importance, whose measured block removal is reused."""
+    earlier run's plan.chosen for the same model and calibration, whose measured block removal is reused: the
+    removal is greedy, so the first k blocks of a longer one are exactly what measuring k would remove."""
     cfg = model.config
     sd = {k: v.clone() for k, v in model.state_dict().items()}
-    reuse = bool(chosen_before) and len(chosen_before.get("layer_removal", [])) == plan.drop_layers
+    reuse = bool(chosen_before) and len(chosen_before.get("layer_removal", [])) >= plan.drop_layers
     if plan.drop_layers and (reuse or imp.calib):
         if reuse:
-            plan.chosen.update({k: chosen_before[k] for k in ("layer_removal", "calib_loss_full")})
+            plan.chosen.update(layer_removal=chosen_before["layer_removal"][:plan.drop_layers],
+                               calib_loss_full=chosen_before["calib_loss_full"])
         else:
             plan.chosen.update(layer_removal=layers_by_loss(model, imp.calib, plan.drop_layers),
                                calib_loss_full=round(calibration_loss(model.module, imp.calib), 6))

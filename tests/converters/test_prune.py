@@ -139,6 +139,23 @@ def test_a_block_removal_measured_before_is_reused_not_measured_again(stories_mo
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_longer_removal_measured_before_gives_its_first_blocks(stories_model, stories_importance, monkeypatch):
+    from converters import prune as prune_mod
+    three = plan_from_options(stories_model.config, layers=3)
+    prune(stories_model, three, stories_importance)
+    two = plan_from_options(stories_model.config, layers=2)
+    prune(stories_model, two, stories_importance)  # measured: the greedy removal's first two rounds
+    monkeypatch.setattr(prune_mod, "layers_by_loss", lambda *a: pytest.fail("measured again"))
+    reused = plan_from_options(stories_model.config, layers=2)
+    prune(stories_model, reused, stories_importance, chosen_before=three.chosen)
+    assert reused.chosen["layer_removal"] == two.chosen["layer_removal"] == three.chosen["layer_removal"][:2]
+    assert reused.chosen["kept_layers"] == two.chosen["kept_layers"]
+    one_more = plan_from_options(stories_model.config, layers=4)  # a shorter record cannot give a longer removal
+    monkeypatch.undo()
+    prune(stories_model, one_more, stories_importance, chosen_before=three.chosen)
+    assert one_more.chosen["layer_removal"][:3] == three.chosen["layer_removal"]
+
+
 def test_depth_pruning_without_calibration_falls_back_to_block_influence(stories_model, stories_importance):
     from dataclasses import replace
     imp = replace(stories_importance, calib=None)
