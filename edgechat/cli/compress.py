@@ -22,7 +22,8 @@ def init_distributed(device: str = "cpu") -> tuple[int, int]:
 
 
 PRECISION_HELP = ("Arithmetic of the training steps: bf16 autocast (weights and optimizer stay fp32), fp32, or auto: "
-                  "bf16 where the CPU has AVX512-BF16/AMX or the GPU has bf16, else fp32.")
+                  "bf16 where the GPU has bf16 or the CPU has AVX512-BF16/AMX and the student is at least 256 wide "
+                  "(narrower, casting costs more than bf16 saves), else fp32.")
 TEACHER_DATA_OPTIONS = [
     click.option("--teacher-data", type=int, help="Train on N conversations whose replies the teacher writes "
                  "(llama.cpp on its GGUF, greedy), the loss on the assistant's tokens only; cached and reused "
@@ -115,7 +116,7 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
                         beta_hidden=beta_hidden, seed=seed, data=data, checkpoint=checkpoint,
                         checkpoint_every=checkpoint_every, device=device, loss_chunk=loss_chunk)
     apply_teacher_data(cfg, **tdata)
-    precision = train_precision(cfg)
+    train_precision(cfg)  # a bad value fails here, before the models load
     if cfg.teacher_data:
         from edgechat.app.teacher_data import check_config
 
@@ -133,7 +134,7 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
         with staging(out_dir) as tmp:
             write_hf(s_model, tmp)
         if log_path:
-            log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg), "precision": precision,
+            log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg), "precision": train_precision(cfg, hidden_size=s_model.config.hidden_size),
                                             "teacher_data": dataset.record() if dataset else None,
                                             "log": [list(x) for x in cfg.log]}, indent=1) + "\n")
     if world > 1:

@@ -77,5 +77,13 @@ def test_precision_choice(tmp_path):
         assert cpu_has_bf16(str(tmp_path)) is has
     assert train_precision(DistillConfig(precision="auto")) == ("bf16" if cpu_has_bf16() else "fp32")
     assert train_precision(DistillConfig(precision="fp32")) == "fp32"
+    from converters import distill as distill_mod
+    with pytest.MonkeyPatch.context() as mp:  # auto on a bf16 CPU: bf16 only for a model wide enough to gain
+        mp.setattr(distill_mod, "cpu_has_bf16", lambda: True)
+        assert [train_precision(DistillConfig(precision="auto"), hidden_size=h) for h in (64, 255, 256, 576, None)] \
+            == ["fp32", "fp32", "bf16", "bf16", "bf16"]
+        assert train_precision(DistillConfig(precision="bf16"), hidden_size=64) == "bf16"  # asked for: given
+        mp.setattr(distill_mod, "cpu_has_bf16", lambda: False)
+        assert train_precision(DistillConfig(precision="auto"), hidden_size=576) == "fp32"
     with pytest.raises(EdgechatError, match=re.escape("unknown distillation precision 'fp16': use auto, fp32, bf16")):
         train_precision(DistillConfig(precision="fp16"))
