@@ -134,10 +134,9 @@ def cpu_has_bf16(root: str = "/") -> bool:
     return "avx512_bf16" in flags or "bf16" in flags
 
 
-# auto's smallest hidden size for bf16 on a CPU: below it casting costs more than the bf16 matmuls save (one
-# step of a 5-layer model, 4 x 128 tokens, 2 threads on the AMX Xeon: bf16 0.51x fp32 at width 64, 0.70x at
-# 128, 1.11x at 256, 1.42x at 512; SmolLM2's 576: 1.6x)
-BF16_MIN_HIDDEN = 256
+# auto's smallest hidden size for bf16 on a CPU: narrower, casting costs as much as the bf16 matmuls save or more
+# (benchmarks/results/bench_bf16_width.md, AMX Xeon: bf16 0.44x fp32 at width 64, 0.98x at 256, 1.28x at 384)
+BF16_MIN_HIDDEN = 384
 
 
 def train_precision(cfg: DistillConfig, dev: torch.device | None = None, hidden_size: int | None = None) -> str:

@@ -22,7 +22,7 @@ def init_distributed(device: str = "cpu") -> tuple[int, int]:
 
 
 PRECISION_HELP = ("Arithmetic of the training steps: bf16 autocast (weights and optimizer stay fp32), fp32, or auto: "
-                  "bf16 where the GPU has bf16 or the CPU has AVX512-BF16/AMX and the student is at least 256 wide "
+                  "bf16 where the GPU has bf16 or the CPU has AVX512-BF16/AMX and the student is at least 384 wide "
                   "(narrower, casting costs more than bf16 saves), else fp32.")
 TEACHER_DATA_OPTIONS = [
     click.option("--teacher-data", type=int, help="Train on N conversations whose replies the teacher writes "

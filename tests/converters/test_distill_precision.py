@@ -80,7 +80,7 @@ def test_precision_choice(tmp_path):
     from converters import distill as distill_mod
     with pytest.MonkeyPatch.context() as mp:  # auto on a bf16 CPU: bf16 only for a model wide enough to gain
         mp.setattr(distill_mod, "cpu_has_bf16", lambda: True)
-        assert [train_precision(DistillConfig(precision="auto"), hidden_size=h) for h in (64, 255, 256, 576, None)] \
+        assert [train_precision(DistillConfig(precision="auto"), hidden_size=h) for h in (64, 383, 384, 576, None)] \
             == ["fp32", "fp32", "bf16", "bf16", "bf16"]
         assert train_precision(DistillConfig(precision="bf16"), hidden_size=64) == "bf16"  # asked for: given
         mp.setattr(distill_mod, "cpu_has_bf16", lambda: False)
