@@ -135,7 +135,7 @@ def cpu_has_bf16(root: str = "/") -> bool:
 
 
 # auto's smallest hidden size for bf16 on a CPU: narrower, casting costs as much as the bf16 matmuls save or more
-# (benchmarks/results/bench_bf16_width.md, AMX Xeon: bf16 0.44x fp32 at width 64, 0.98x at 256, 1.28x at 384)
+# (benchmarks/results/bench_bf16_width.md, AMX Xeon: bf16 0.51x fp32 at width 64, 0.97x at 256, 1.28x at 384)
 BF16_MIN_HIDDEN = 384
 
 

@@ -35,8 +35,8 @@ def held_out_kld(teacher, student):
 def test_distillation_lowers_kl_on_held_out_dialogue(stories_model):
     student = pruned_student(stories_model)
     before = held_out_kld(stories_model, student)
-    # fp32 on every CPU: on a 64-wide model bf16 autocast (auto's choice on AVX512-BF16/AMX) makes a step 2.5x
-    # slower, not faster; the precisions are compared in test_distill_precision.py
+    # fp32 on every CPU, as auto chooses for a 64-wide model (bf16 autocast would halve its speed); the
+    # precisions are compared in test_distill_precision.py
     cfg = DistillConfig(steps=200, micro_batch=4, seq_len=128, lr=1e-3, max_dialogues=800, seed=0, precision="fp32")
     distill(stories_model, student, cfg)
     after = held_out_kld(stories_model, student)
