@@ -71,7 +71,8 @@ def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> t
 
             dataset = for_config(teacher, cfg, progress=steps, student=student)
         distill(teacher, student, cfg, progress=steps, dataset=dataset.packed(cfg.seq_len) if dataset else None)
-        record["distill"] = {"config": config_dict(cfg), "precision": train_precision(cfg, hidden_size=student.config.hidden_size),
+        precision = train_precision(cfg, hidden_size=student.config.hidden_size)
+        record["distill"] = {"config": config_dict(cfg), "precision": precision,
                              "teacher_data": dataset.record() if dataset else None, "first": cfg.log[0],
                              "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 50)]}
         steps.step("quality after distillation")

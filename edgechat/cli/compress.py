@@ -134,7 +134,8 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
         with staging(out_dir) as tmp:
             write_hf(s_model, tmp)
         if log_path:
-            log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg), "precision": train_precision(cfg, hidden_size=s_model.config.hidden_size),
+            precision = train_precision(cfg, hidden_size=s_model.config.hidden_size)
+            log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg), "precision": precision,
                                             "teacher_data": dataset.record() if dataset else None,
                                             "log": [list(x) for x in cfg.log]}, indent=1) + "\n")
     if world > 1:

@@ -55,8 +55,8 @@ class Steps:
         self.progress.update(self._task, total=total, completed=total)
         elapsed = time.perf_counter() - self._t
         self.timings[self._name] = elapsed
-        if self._last_line is not None:
-            self._line(f"{self._label}: {total}/{total} in {duration(elapsed)}")
+        if self._last_line is not None:  # done, not total: a step an error or a signal ended says how far it got
+            self._line(f"{self._label}: {self._done}/{total} in {duration(elapsed)}")
         self._task = None
 
     def _line(self, text: str) -> None:

@@ -71,3 +71,17 @@ def test_disabled_steps_stay_silent_and_notes_still_print(monkeypatch):
     assert not steps.plain
     assert out.getvalue() == "pruned to 80% of the parameters\n"
     assert steps.notes == ["pruned to 80% of the parameters"]
+
+
+def test_a_long_step_cut_short_says_how_far_it_got(monkeypatch):
+    import pytest
+
+    steps, clock, out = piped(monkeypatch)
+    with pytest.raises(KeyboardInterrupt), steps:
+        advance = steps.step("teacher replies", total=100)
+        for i in range(30):
+            clock.t += 3
+            advance(i + 1)
+        raise KeyboardInterrupt
+    assert out.getvalue().splitlines() == ["teacher replies: 20/100 (1 min 00 s)",
+                                           "teacher replies: 30/100 in 1 min 30 s"]
