@@ -2,8 +2,9 @@
 (loopback only; the server is a subprocess, stopped at the end).
 
 overhead  interleaved rounds (order rotated per round): the same greedy request of --tokens tokens through the
-          server (the official openai client, streaming) and through Chat.send(stream=True) in this process,
-          with the same threads, n_ctx and cache reuse (both sides keep the previous round's ids, as the server's
+          server (the official openai client, streaming; on a server with --stream-interval-ms, serve's default,
+          and on one sending a chunk per token, also read by a raw SSE client) and through Chat.send(stream=True)
+          in this process, with the same threads, n_ctx and cache reuse (both sides keep the previous round's ids, as the server's
           Chat does between requests). One external stopwatch for both: TTFT = request to first text piece,
           decode tok/s = (completion tokens - 1) / (last piece - first piece). Goal: decode within 3%, TTFT
           within 10 ms; the figures are medians of per-round ratios and differences.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edgechat.app import serve_process  # noqa: E402
+from edgechat.app.serve_request import STREAM_INTERVAL_S  # noqa: E402
 from common import (PYTHON, THREADS, Bench, artifact, cached_convert, cpu_busy_cores, md_table, median,  # noqa: E402
                     rotate, summary)
 
@@ -34,8 +36,8 @@ QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbo
              "Why is the sky blue?", "Say hello in Spanish."]
 
 
-def start_server(path: Path, env: dict | None = None) -> tuple[subprocess.Popen, int]:
-    return serve_process.start(path, "--threads", THREADS, "--n-ctx", N_CTX, env=env, python=PYTHON)
+def start_server(path: Path, env: dict | None = None, *args) -> tuple[subprocess.Popen, int]:
+    return serve_process.start(path, "--threads", THREADS, "--n-ctx", N_CTX, *args, env=env, python=PYTHON)
 
 
 def stop_server(proc: subprocess.Popen) -> int:
@@ -150,18 +152,26 @@ def with_cpu(fn, pid: int | None):
     return run
 
 
-def overhead(path: Path, port: int, pid: int, rounds: int, n: int, env: dict) -> tuple[dict, str]:
+def overhead(path: Path, port: int, pid: int, rounds: int, n: int, env: dict, interval_ms: float
+             ) -> tuple[dict, str]:
     import edgechat
 
     chat = edgechat.load(path, n_ctx=N_CTX, threads=THREADS)
-    client = client_for(port)
-    raw_proc, raw_port = start_server(path, env)  # its own server: the sides must not reuse each other's cache
+    # each side its own server: the sides must not reuse each other's cache
+    per_token, pt_port = start_server(path, env, "--stream-interval-ms", 0)
+    raw_proc, raw_port = start_server(path, env, "--stream-interval-ms", 0)
+    client, pt_client = client_for(port), client_for(pt_port)
     try:
         return _overhead(path, chat, rounds, n, {
-            "serve": with_cpu(lambda t: via_server(client, path.name, t, n), pid),
-            "serve, raw SSE client": with_cpu(lambda t: via_raw_sse(raw_port, path.name, t, n), raw_proc.pid),
+            f"serve, openai client, chunks >= {interval_ms:g} ms apart":
+                with_cpu(lambda t: via_server(client, path.name, t, n), pid),
+            "serve, openai client, a chunk per token":
+                with_cpu(lambda t: via_server(pt_client, path.name, t, n), per_token.pid),
+            "serve, raw SSE client, a chunk per token":
+                with_cpu(lambda t: via_raw_sse(raw_port, path.name, t, n), raw_proc.pid),
             "chat": with_cpu(lambda t: in_process(chat, t, n), None)})
     finally:
+        stop_server(per_token)
         stop_server(raw_proc)
 
 
@@ -173,54 +183,48 @@ def _overhead(path, chat, rounds, n, sides) -> tuple[dict, str]:
     for r in range(rounds):
         busy.append(cpu_busy_cores(0.5))
         for name in rotate(list(sides), r):
-            runs[name].append(sides[name](f"{PROMPT} (Draft {r + 1}.)"))  # a new tail each round, same for both
+            runs[name].append(sides[name](f"{PROMPT} (Draft {r + 1}.)"))  # a new tail each round, same for all
         print(f"[overhead] round {r + 1}/{rounds}: " + ", ".join(
             f"{k} {v[-1]['decode_tok_s']:.1f} tok/s ttft {1e3 * v[-1]['ttft_s']:.0f} ms" for k, v in runs.items()),
             file=sys.stderr)
-    same = all(a["text"] == b["text"] == c["text"]
-               for a, b, c in zip(runs["serve"], runs["serve, raw SSE client"], runs["chat"]))
-    raw_ratio = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(runs["serve, raw SSE client"], runs["chat"])]
-    raw_ttft = [1e3 * (a["ttft_s"] - b["ttft_s"]) for a, b in zip(runs["serve, raw SSE client"], runs["chat"])]
-    dec_ratio = [a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(runs["serve"], runs["chat"])]
-    ttft_diff = [1e3 * (a["ttft_s"] - b["ttft_s"]) for a, b in zip(runs["serve"], runs["chat"])]
-    cpu_ratio = [(a["cpu_s"] / a["tokens"]) / (b["cpu_s"] / b["tokens"]) for a, b in zip(runs["serve"], runs["chat"])]
+    same = all(len({x["text"] for x in xs}) == 1 for xs in zip(*runs.values()))
+    ref = runs["chat"]
     res = {"rounds": rounds, "tokens": n, "n_ctx": N_CTX, "threads": THREADS, "same_text": same,
-           "busy_cores_other": busy, "decode_ratio": summary(dec_ratio), "ttft_diff_ms": summary(ttft_diff),
-           "cpu_per_token_ratio": summary(cpu_ratio), "raw_client_decode_ratio": summary(raw_ratio),
-           "raw_client_ttft_diff_ms": summary(raw_ttft),
-           **{k: {"decode_tok_s": summary([x["decode_tok_s"] for x in v]),
-                  "ttft_ms": summary([1e3 * x["ttft_s"] for x in v]),
-                  "own_decode_tok_s": summary([x["own"]["decode_tok_s"] for x in v]),
-                  "own_ttft_ms": summary([1e3 * x["own"]["ttft_s"] for x in v]),
-                  "cpu_ms_per_token": summary([1e3 * x["cpu_s"] / x["tokens"] for x in v]),
-                  "here_cpu_ms_per_token": summary([1e3 * x["here_cpu_s"] / x["tokens"] for x in v]),
-                  "server_cpu_ms_per_token": summary([1e3 * x["server_cpu_s"] / x["tokens"] for x in v]),
-                  "tokens": [x["tokens"] for x in v], "cached_tokens": [x["own"]["cached_tokens"] for x in v]}
-              for k, v in runs.items()}}
-    rows = [[k, median([x["decode_tok_s"] for x in v]), median([1e3 * x["ttft_s"] for x in v]),
-             median([x["own"]["decode_tok_s"] for x in v]), median([1e3 * x["own"]["ttft_s"] for x in v]),
-             median([1e3 * x["cpu_s"] / x["tokens"] for x in v]), median([1e3 * x["here_cpu_s"] / x["tokens"] for x in v]),
-             median([1e3 * x["server_cpu_s"] / x["tokens"] for x in v]), median([x["tokens"] for x in v])]
-            for k, v in runs.items()]
+           "busy_cores_other": busy, "sides": {}}
+    rows, lines = [], []
+    for k, v in runs.items():
+        side = {"decode_tok_s": summary([x["decode_tok_s"] for x in v]),
+                "ttft_ms": summary([1e3 * x["ttft_s"] for x in v]),
+                "own_decode_tok_s": summary([x["own"]["decode_tok_s"] for x in v]),
+                "own_ttft_ms": summary([1e3 * x["own"]["ttft_s"] for x in v]),
+                "cpu_ms_per_token": summary([1e3 * x["cpu_s"] / x["tokens"] for x in v]),
+                "here_cpu_ms_per_token": summary([1e3 * x["here_cpu_s"] / x["tokens"] for x in v]),
+                "server_cpu_ms_per_token": summary([1e3 * x["server_cpu_s"] / x["tokens"] for x in v]),
+                "tokens": [x["tokens"] for x in v], "cached_tokens": [x["own"]["cached_tokens"] for x in v]}
+        if k != "chat":
+            side["decode_ratio"] = summary([a["decode_tok_s"] / b["decode_tok_s"] for a, b in zip(v, ref)])
+            side["ttft_diff_ms"] = summary([1e3 * (a["ttft_s"] - b["ttft_s"]) for a, b in zip(v, ref)])
+            side["cpu_per_token_ratio"] = summary([(a["cpu_s"] / a["tokens"]) / (b["cpu_s"] / b["tokens"])
+                                                   for a, b in zip(v, ref)])
+            d, t = side["decode_ratio"], side["ttft_diff_ms"]
+            lines.append(f"- {k}: decode **{d['median']:.3f}** of Chat's (range {d['min']:.3f}-{d['max']:.3f}; "
+                         f"goal >= 0.97), TTFT **{t['median']:+.1f} ms** (range {t['min']:+.1f} to {t['max']:+.1f}; "
+                         f"goal <= 10 ms), CPU per token {side['cpu_per_token_ratio']['median']:.3f}x Chat's")
+        res["sides"][k] = side
+        rows.append([k, side["decode_tok_s"]["median"], side["ttft_ms"]["median"], side["own_decode_tok_s"]["median"],
+                     side["own_ttft_ms"]["median"], side["cpu_ms_per_token"]["median"],
+                     side["here_cpu_ms_per_token"]["median"], side["server_cpu_ms_per_token"]["median"],
+                     median(side["tokens"])])
     md = ("## Server overhead (streaming, interleaved)\n\n"
           + md_table(["side", "decode tok/s", "TTFT ms", "engine's own decode tok/s", "engine's own TTFT ms",
                       "CPU ms/token (server + client)", "of it: client or in-process", "of it: server",
                       "tokens"], rows)
-          + f"\n\nserve / Chat decode tok/s, median of {rounds} per-round ratios: **{res['decode_ratio']['median']:.3f}** "
-          f"(range {res['decode_ratio']['min']:.3f}-{res['decode_ratio']['max']:.3f}; goal >= 0.97). "
-          f"TTFT serve - Chat, median of per-round differences: **{res['ttft_diff_ms']['median']:.1f} ms** "
-          f"(range {res['ttft_diff_ms']['min']:.1f} to {res['ttft_diff_ms']['max']:.1f}; goal <= 10 ms). "
-          f"CPU time per token, serve (server + client) / Chat, median of per-round ratios: "
-          f"**{res['cpu_per_token_ratio']['median']:.3f}** (range {res['cpu_per_token_ratio']['min']:.3f}-"
-          f"{res['cpu_per_token_ratio']['max']:.3f}). With the raw SSE client instead of openai's: decode "
-          f"**{res['raw_client_decode_ratio']['median']:.3f}** of Chat's, TTFT "
-          f"**{res['raw_client_ttft_diff_ms']['median']:+.1f} ms** (the server's own share of the overhead). "
-          f"Same text on every side every round: {same}. Cores kept busy by other processes before each round: "
-          f"{busy}.\n")
+          + f"\n\nMedians of {rounds} per-round ratios and differences against Chat in-process:\n\n"
+          + "\n".join(lines) + f"\n\nSame text on every side every round: {same}. Cores kept busy by other "
+          f"processes before each round: {busy}.\n")
     return res, md
 
 
-# -- load ---------------------------------------------------------------------------------------------
 def load_test(path: Path, port: int, pid: int, clients: int, requests: int, n: int) -> tuple[dict, str]:
     import edgechat
 
@@ -323,17 +327,20 @@ def main():
     ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                     help="an environment variable for the server process only (an experiment's knob)")
     ap.add_argument("--threads", type=int, default=THREADS, help="the engine's threads, on both sides")
+    ap.add_argument("--stream-interval-ms", type=float, default=1e3 * STREAM_INTERVAL_S,
+                    help="the main server's (serve's default; the overhead part also runs servers at 0)")
     ap.add_argument("--name", help="results file stem (default: by --skip)")
     args = ap.parse_args()
     THREADS = args.threads
     bench = Bench(args.name or {None: "bench_serve", "load": "bench_serve_overhead", "overhead": "bench_serve_load"}[args.skip])
     path = artifact(Path(args.gguf_dir) if args.gguf_dir else cached_convert(["q8_0", "q4_k_m"]), "q4_k_m")
     env = dict(kv.split("=", 1) for kv in args.server_env)
-    proc, port = start_server(path, env)
-    out, md = {"artifact": path.name, "server_env": env, "server_stack": server_stack()}, ""
+    proc, port = start_server(path, env, "--stream-interval-ms", args.stream_interval_ms)
+    out, md = {"artifact": path.name, "server_env": env, "server_stack": server_stack(),
+               "stream_interval_ms": args.stream_interval_ms}, ""
     try:
         if args.skip != "overhead":
-            r, m = overhead(path, port, proc.pid, args.rounds, args.tokens, env)
+            r, m = overhead(path, port, proc.pid, args.rounds, args.tokens, env, args.stream_interval_ms)
             out["overhead"], md = r, md + m + "\n"
             out["loadavg_after_overhead"] = __import__("os").getloadavg()
         if args.skip != "load":

@@ -2,7 +2,10 @@
 on Starlette + uvicorn as llama-cpp-python's server is. One Chat per artifact; each has one worker thread,
 so its requests run one at a time in arrival order and never share a KV cache mid-reply. Requests are
 stateless (each carries the whole conversation): a request that repeats the previous one's prefix reuses
-its cache, because the Chat keeps the ids it last ran (`_cached`) and prefills only what differs."""
+its cache, because the Chat keeps the ids it last ran (`_cached`) and prefills only what differs.
+A stream sends its first piece at once and then at most one chunk per `stream_interval_s` (all the text decoded
+since the last): on an edge device the client shares the cores with the engine, and every chunk it parses
+preempts an engine thread (vLLM's --stream-interval makes the same trade in tokens)."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +25,7 @@ from starlette.routing import Route
 
 from edgechat.app.chat import Chat
 from edgechat.app.sampling import SamplingParams
-from edgechat.app.serve_request import ApiError, CompletionRequest, parse_completion
+from edgechat.app.serve_request import STREAM_INTERVAL_S, ApiError, CompletionRequest, parse_completion
 from edgechat.core.errors import EdgechatError
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
@@ -66,9 +69,10 @@ class StopScanner:
         return "" if self.hit else out
 
 
-def run_completion(served: Served, req: CompletionRequest, emit, cancelled) -> dict:
-    """In the model's worker thread: the request's conversation on its Chat, the reply's pieces sent to
-    `emit` as they come (after the prompt is checked against the context: emit("start")), the result back."""
+def run_completion(served: Served, req: CompletionRequest, emit, cancelled, interval_s: float = 0.0) -> dict:
+    """In the model's worker thread: the request's conversation on its Chat, the reply's text sent to `emit`
+    (after the prompt is checked against the context: emit("start")): the first piece at once, then what came
+    since the last send once `interval_s` has passed, and the rest as soon as the reply ends; the result back."""
     chat = served.chat
     chat.system = req.system
     chat.messages = list(req.messages)
@@ -80,17 +84,19 @@ def run_completion(served: Served, req: CompletionRequest, emit, cancelled) -> d
     emit(("start", None))
     scanner = StopScanner(req.stop)
     params = SamplingParams(**{**vars(chat.params), **req.sampling})
-    parts = []
+    parts, sent, last = [], 0, -float("inf")
     gen = chat._stream(chat._generate(ids, params, as_turn=True, until=lambda: scanner.hit or cancelled()), 0)
     for piece in gen:
         out = scanner.feed(piece)
         if out:
             parts.append(out)
-            emit(("piece", out))
-    tail = scanner.flush()
-    if tail:
-        parts.append(tail)
-        emit(("piece", tail))
+            now = time.perf_counter()
+            if now - last >= interval_s:
+                emit(("piece", "".join(parts[sent:])))
+                sent, last = len(parts), now
+    parts.append(scanner.flush())
+    if "".join(parts[sent:]):
+        emit(("piece", "".join(parts[sent:])))
     reply = chat.last_reply
     text = "".join(parts) if scanner.hit else reply.text
     return {"text": text, "stats": reply.stats, "finish": "stop" if scanner.hit else FINISH[reply.stats.stop_reason]}
@@ -115,7 +121,8 @@ def error_response(e: ApiError) -> JSONResponse:
                         status_code=e.status, headers=e.headers)
 
 
-def build_app(served: list[Served], api_key: str | None = None) -> Starlette:
+def build_app(served: list[Served], api_key: str | None = None, stream_interval_s: float = STREAM_INTERVAL_S
+              ) -> Starlette:
     models = {s.name: s for s in served}
 
     def authorized(request: Request) -> None:
@@ -149,7 +156,8 @@ def build_app(served: list[Served], api_key: str | None = None) -> Starlette:
         def emit(item):  # a non-streamed reply needs only its start: no wake-up of this loop per token
             if req.stream or item[0] == "start":
                 loop.call_soon_threadsafe(queue.put_nowait, item)
-        future = asyncio.wrap_future(s.worker.submit(run_completion, s, req, emit, lambda: gone))
+        future = asyncio.wrap_future(s.worker.submit(run_completion, s, req, emit, lambda: gone,
+                                                     stream_interval_s if req.stream else 0.0))
         first = asyncio.ensure_future(queue.get())
         await asyncio.wait([first, future], return_when=asyncio.FIRST_COMPLETED)
         if not first.done():  # refused before it started (the prompt is over the context)
@@ -240,11 +248,13 @@ def bind(host: str, port: int):
     return sock
 
 
-def run(served: list[Served], sock, api_key: str | None = None) -> None:
+def run(served: list[Served], sock, api_key: str | None = None, stream_interval_s: float = STREAM_INTERVAL_S
+        ) -> None:
     """Serve until interrupted (Ctrl-C, SIGTERM), then close the engines."""
     import uvicorn
 
-    config = uvicorn.Config(build_app(served, api_key), log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(build_app(served, api_key, stream_interval_s), log_level="warning", access_log=False,
+                            lifespan="off")
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

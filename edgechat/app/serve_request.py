@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
 UNSUPPORTED = {"tools": None, "functions": None, "tool_choice": None, "logprobs": False, "top_logprobs": None,
                "audio": None, "modalities": None}  # field -> the value that means "not used"
+STREAM_INTERVAL_S = 0.05  # a stream's chunks at most 20 a second: smooth to the eye, 1/5 of them at 100 tok/s
 
 
 class ApiError(Exception):

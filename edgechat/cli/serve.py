@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from edgechat.app.serve_request import STREAM_INTERVAL_S
 from edgechat.cli.options import n_ctx_option
 
 
@@ -18,7 +19,11 @@ from edgechat.cli.options import n_ctx_option
 @n_ctx_option(default=2048)
 @click.option("--threads", type=int, help="CPU threads per model (default: the target's).")
 @click.option("--quant", help="In an output directory with several artifacts, the one to serve.")
-def serve(artifacts, host, port, target, api_key, n_ctx, threads, quant):
+@click.option("--stream-interval-ms", type=click.FloatRange(min=0), default=1e3 * STREAM_INTERVAL_S,
+              show_default=True, help="A stream sends its first token at once, then at most one chunk per this "
+              "many ms with the text decoded since (0: a chunk per token). Each chunk costs the client CPU that "
+              "an engine sharing its cores loses.")
+def serve(artifacts, host, port, target, api_key, n_ctx, threads, quant, stream_interval_ms):
     """Serve ARTIFACTS (.gguf, .pte, output or HF directories) over an OpenAI-compatible API:
     POST /v1/chat/completions (streamed as server-sent events with "stream": true), GET /v1/models (one entry
     per artifact, named by its file), GET /health. Each reply carries `usage` and edgechat's own figures
@@ -33,4 +38,4 @@ def serve(artifacts, host, port, target, api_key, n_ctx, threads, quant):
     names = ", ".join(f"{s.name} (n_ctx {s.chat.engine.n_ctx})" for s in served)
     click.echo(f"edgechat: serving {names} on http://{where}:{addr[1]}/v1"
                f"{' (API key required)' if api_key else ''}; Ctrl-C stops", err=True)
-    run(served, sock, api_key)
+    run(served, sock, api_key, stream_interval_ms / 1e3)

@@ -81,6 +81,33 @@ def test_completions_match_chat_send(client, arts, fmt, settings):
     assert last.usage.completion_tokens == want.stats.completion_tokens and "decode_tok_s" in last.model_extra["edgechat"]
 
 
+@pytest.mark.parametrize("interval_ms", [0, 600000])
+def test_stream_interval_sends_a_chunk_per_token_or_what_came_since(arts, interval_ms):
+    """0: a chunk for every piece Chat.send streams; a long interval: the first piece at once, then the rest in one
+    chunk when the reply ends (not held to the interval's end)."""
+    import time
+
+    import edgechat
+
+    want = [w for w in edgechat.load(arts["gguf"], threads=1).send(PROMPT[0]["content"], stream=True,
+                                                                    max_tokens=24, temperature=0) if w]
+    assert len(want) > 2
+    proc, port = start_server(arts["gguf"], "--stream-interval-ms", interval_ms)
+    try:
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        t0 = time.monotonic()
+        got = [ch.choices[0].delta.content for ch in c.chat.completions.create(
+            model=arts["gguf"].name, messages=PROMPT, stream=True, max_tokens=24, temperature=0)
+            if ch.choices and ch.choices[0].delta.content]
+        took = time.monotonic() - t0
+    finally:
+        stop_server(proc)
+    if interval_ms:
+        assert got == [want[0], "".join(want[1:])] and took < 60  # the end is sent, not held for 10 minutes
+    else:
+        assert got == want
+
+
 def test_models_lists_every_artifact(client, arts):
     models = {m.id: m for m in client.models.list()}
     assert set(models) == {arts["gguf"].name, arts["pte"].name}
