@@ -5,7 +5,12 @@ size. Each is scored against the fp32 reference (torch) by its own runtime, Exec
 forward_all method, on WikiText-2 (--chunks x 512) and DailyDialog's assistant turns (--dialogues), and timed
 for decode in interleaved rounds (medians). The programs are cached in benchmarks/.cache/pte-hqq/.
 
+--qat-steps N adds the default 8da4w after N steps of quantization-aware training (`convert --qat-steps N`:
+converters.pte_qat, distilled from fp32, then exported with the grid it trained under), scored the same way;
+its training and export time are recorded.
+
     .venv/bin/python benchmarks/bench_pte_hqq.py [--chunks 40] [--dialogues 30] [--rounds 5] [--threads 2]
+                                               [--qat-steps 100] [--name NAME]
 """
 from __future__ import annotations
 
@@ -25,11 +30,12 @@ from common import CACHE, Bench, md_table, median  # noqa: E402
 KLD_GOAL = 1.5  # the issue's: a .pte's mean KLD at most 1.5x the GGUF's of the same size
 
 
-def export(model, path: Path, hqq: bool) -> dict:
+def export(model, path: Path, hqq: bool, qat_steps: int = 0) -> dict:
     from converters.pte_export import export_pte_file, resolve_options
 
-    opts = resolve_options(model, "8da4w", {"max_seq_len": SEQ} if hqq else {"max_seq_len": SEQ, "hqq": False})
-    assert opts.hqq == hqq, "the 8da4w default should be HQQ"
+    extra = {"max_seq_len": SEQ, **({} if hqq else {"hqq": False}), **({"qat_steps": qat_steps} if qat_steps else {})}
+    opts = resolve_options(model, "8da4w", extra)
+    assert opts.hqq == (hqq and not qat_steps), "the 8da4w default should be HQQ, and QAT's the grid it trained"
     if not path.exists():
         t = time.perf_counter()
         art = export_pte_file(model, path, replace(opts, eval_method=True))
@@ -44,8 +50,13 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2, help="threads for every runtime")
-    ap.add_argument("--llama-dir", type=Path, default=CACHE / "qpb-llama.cpp", help="llama.cpp's own q4_0.gguf")
+    ap.add_argument("--llama-dir", type=Path, default=CACHE / "qpb-llama.cpp", help="llama.cpp's own q4_0.gguf "
+                    "(made by bench_quality_per_byte's llama_cpp_files when absent)")
+    ap.add_argument("--qat-steps", type=int, default=0, help="also the default 8da4w after this many QAT steps")
+    ap.add_argument("--name", default="bench_pte_hqq", help="results file stem")
     args = ap.parse_args()
+    if args.qat_steps < 0:
+        ap.error("--qat-steps must be >= 0")
     THREADS = args.threads  # noqa: N806
 
     import torch
@@ -57,7 +68,7 @@ def main():
     from runtimes.torch_engine import TorchEngine
 
     torch.set_num_threads(THREADS)
-    bench = Bench("bench_pte_hqq")
+    bench = Bench(args.name)
     model = load_model(None)
     home = CACHE / "pte-hqq"
     home.mkdir(parents=True, exist_ok=True)
@@ -65,7 +76,14 @@ def main():
     (home / "chat_template.jinja").write_text(model.chat_template)
     files = {"8da4w min/max (--no-hqq, the old default)": home / "8da4w-minmax.pte",
              "8da4w HQQ (the default)": home / "8da4w-hqq.pte"}
-    exports = {k: export(model, p, hqq="HQQ" in k) for k, p in files.items()}
+    if args.qat_steps:
+        files[f"8da4w + QAT {args.qat_steps} steps"] = home / f"8da4w-qat{args.qat_steps}.pte"
+    exports = {k: export(model, p, hqq="HQQ" in k, qat_steps=args.qat_steps if "QAT" in k else 0)
+               for k, p in files.items()}
+    if not (args.llama_dir / "q4_0.gguf").exists():
+        from bench_quality_per_byte import llama_cpp_files
+
+        llama_cpp_files(args.llama_dir)
     files["llama.cpp Q4_0"] = args.llama_dir / "q4_0.gguf"
 
     ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), Path(tempfile.mkdtemp(prefix="ec-hqq-")))
