@@ -96,6 +96,8 @@ def chart(rows: list[dict], path: Path, pte: list[dict] | None = None, note: str
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, key, xlabel in ((axes[0], "mib", "file size (MiB)"), (axes[1], "decode_tok_s", "decode tokens/s (1 thread)")):
         for r in rows:
+            if r.get(key) is None:  # a point measured for size and quality only
+                continue
             ours = r["name"].startswith("edgechat")
             ax.scatter(r[key], r["wiki_kld"], marker="o" if ours else "s", s=60,
                        color="tab:blue" if ours else "tab:red", zorder=3)

@@ -94,10 +94,15 @@ def main():
     ap.add_argument("--report-only", action="store_true", help="write the results from --log's variants only")
     ap.add_argument("--combo-only", action="store_true", help="plan only with the levers that helped alone")
     ap.add_argument("--log", type=Path, help="the per-variant results file to resume from")
+    ap.add_argument("--chart-only", action="store_true", help="redraw bench_quality_per_byte.png from the committed "
+                    "results, with the points later benchmarks measured (bench_sensitivity_calib*, bench_pte_qat_program)")
     args = ap.parse_args()
     args.budget_mib = args.budget_mib or [87.48, 100.57]
     bench = Bench("bench_quality_per_byte_pte")
     log = args.log or CACHE / f"qpb-pte-{library_hash()}.json"
+    if args.chart_only:  # the chart from the committed results, nothing run
+        rows = json.loads((RESULTS / "bench_quality_per_byte_pte.json").read_text())["rows"]
+        return print(f"wrote {draw(rows, later_points())}")
     if args.report_only:  # the results files from what the log holds, nothing more run
         done = json.loads(log.read_text())
         return report(args, bench, done, done.get("_speeds", {}))
@@ -251,6 +256,45 @@ def pte_types(path: Path) -> dict:
     return type_counts(program_layout(path))
 
 
+def draw(rows: list[dict], later: tuple[list[dict], list[dict]] = ([], [])) -> Path:
+    """bench_quality_per_byte.png: the GGUF rows of bench_quality_per_byte (with this run's figures where it scored
+    a file on more text), this run's .pte rows, and `later`'s (GGUF, .pte) points measured by other benchmarks."""
+    png = RESULTS / "bench_quality_per_byte.png"
+    gguf_doc = json.loads((RESULTS / "bench_quality_per_byte.json").read_text())
+    gguf_rows = [{"chunks": gguf_doc["chunks"], **r} for r in gguf_doc["rows"]]
+    here = {r["name"].removesuffix(" (GGUF)"): r for r in rows if r["how"] == "llama.cpp"}
+    for g in gguf_rows:  # the files this run scored on more text and timed again: its figures
+        if g["name"] in here and here[g["name"]]["chunks"] > g.get("chunks", 0):
+            g.update({k: here[g["name"]][k] for k in ("wiki_kld", "decode_tok_s", "chunks")})
+    pte = [r for r in rows if r["mib"] and r["how"] != "llama.cpp"] + later[1]
+    chunks = sorted({r["chunks"] for r in gguf_rows + later[0] + pte if "chunks" in r})
+    chart(gguf_rows + later[0], png, pte=pte,
+          note=f"mean KLD on WikiText-2 chunks of 512 ({' or '.join(map(str, chunks))} per point: see the tables)")
+    return png
+
+
+def later_points() -> tuple[list[dict], list[dict]]:
+    """Points measured after this benchmark's run, from their committed results: the GGUF --size-mib plans of the
+    default 8 x 128 sensitivity pass (bench_sensitivity_calib*) and the QAT program (bench_pte_qat_program). Their
+    decode was not timed on 1 thread like the chart's, so they sit on the size panel only."""
+    gguf, pte = [], []
+    for f in sorted(RESULTS.glob("bench_sensitivity_calib*.json")):
+        doc = json.loads(f.read_text())
+        for r in doc["rows"]:
+            gguf.append({"name": f"edgechat mixed-{doc['size_mib']:g}mib ({r['variant']} pass)", "mib": r["mib"],
+                         "wiki_kld": r["wikitext2"]["mean_kld"], "chunks": r["wikitext2"]["sequences"],
+                         "decode_tok_s": None})
+    qat = RESULTS / "bench_pte_qat_program.json"
+    if qat.exists():
+        doc = json.loads(qat.read_text())
+        for name, q in doc["quality"].items():
+            if "QAT" in name:
+                pte.append({"name": name, "how": "ExecuTorch", "mib": doc["files"][name]["bytes"] / 2**20,
+                            "wiki_kld": q["wikitext2"]["mean_kld"], "chunks": q["wikitext2"]["sequences"],
+                            "decode_tok_s": None})
+    return gguf, pte
+
+
 def report(args, bench, done, speeds):
     rows = []
     for name, q in done.items():
@@ -295,16 +339,7 @@ def report(args, bench, done, speeds):
                        [[r["name"], r["mib"] or "-", r["chunks"], r["wiki_kld"], r["decode_tok_s"] or "-"] for r in rows]))
         print(json.dumps(goals, indent=1))
         return
-    png = RESULTS / "bench_quality_per_byte.png"
-    gguf_doc = json.loads((RESULTS / "bench_quality_per_byte.json").read_text())
-    gguf_rows = [{"chunks": gguf_doc["chunks"], **r} for r in gguf_doc["rows"]]
-    here = {r["name"].removesuffix(" (GGUF)"): r for r in rows if r["how"] == "llama.cpp"}
-    for g in gguf_rows:  # the files this run scored on more text and timed again: its figures
-        if g["name"] in here and here[g["name"]]["chunks"] > g.get("chunks", 0):
-            g.update({k: here[g["name"]][k] for k in ("wiki_kld", "decode_tok_s", "chunks")})
-    chunks = sorted({r["chunks"] for r in gguf_rows if "chunks" in r} | {r["chunks"] for r in rows})
-    chart(gguf_rows, png, pte=[r for r in rows if r["mib"] and r["how"] != "llama.cpp"],
-          note=f"mean KLD on WikiText-2 chunks of 512 ({' or '.join(map(str, chunks))} per point: see the tables)")
+    png = draw(rows)
     doc = {"threads": THREADS, "n_ctx": N_CTX, "chunks": args.chunks, "dialogues": args.dialogues,
            "program_chunks": args.program_chunks, "program_dialogues": args.program_dialogues,
            "qat_steps": args.qat_steps, "budgets_mib": args.budget_mib, "rows": rows, "goals": goals,
