@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
+from bench_quality_per_byte import llama_cpp_files  # noqa: E402
 from bench_quality_per_byte_pte import SEQ, decode_speeds  # noqa: E402
 from common import CACHE, Bench, md_table, median  # noqa: E402
 
@@ -80,11 +81,7 @@ def main():
         files[f"8da4w + QAT {args.qat_steps} steps"] = home / f"8da4w-qat{args.qat_steps}.pte"
     exports = {k: export(model, p, hqq="HQQ" in k, qat_steps=args.qat_steps if "QAT" in k else 0)
                for k, p in files.items()}
-    if not (args.llama_dir / "q4_0.gguf").exists():
-        from bench_quality_per_byte import llama_cpp_files
-
-        llama_cpp_files(args.llama_dir)
-    files["llama.cpp Q4_0"] = args.llama_dir / "q4_0.gguf"
+    files["llama.cpp Q4_0"] = llama_cpp_files(args.llama_dir)["llama.cpp Q4_0"]  # made once, then reused
 
     ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), Path(tempfile.mkdtemp(prefix="ec-hqq-")))
     data = eval_datasets(args.dialogues)

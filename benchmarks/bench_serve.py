@@ -225,6 +225,7 @@ def _overhead(path, chat, rounds, n, sides) -> tuple[dict, str]:
     return res, md
 
 
+# -- load ---------------------------------------------------------------------------------------------
 def load_test(path: Path, port: int, pid: int, clients: int, requests: int, n: int) -> tuple[dict, str]:
     import edgechat
 

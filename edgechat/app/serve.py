@@ -95,8 +95,9 @@ def run_completion(served: Served, req: CompletionRequest, emit, cancelled, inte
                 emit(("piece", "".join(parts[sent:])))
                 sent, last = len(parts), now
     parts.append(scanner.flush())
-    if "".join(parts[sent:]):
-        emit(("piece", "".join(parts[sent:])))
+    rest = "".join(parts[sent:])
+    if rest:
+        emit(("piece", rest))
     reply = chat.last_reply
     text = "".join(parts) if scanner.hit else reply.text
     return {"text": text, "stats": reply.stats, "finish": "stop" if scanner.hit else FINISH[reply.stats.stop_reason]}
