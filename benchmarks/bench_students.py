@@ -55,9 +55,9 @@ def loops(text: str) -> bool:
     return max(runs.values(), default=0) >= LOOP_TIMES
 
 
-def teacher_chats(teacher, n: int, held_out: bool):
+def teacher_chats(teacher, n: int, held_out: bool, magpie_share: float = 0.25):
     """Teacher-written conversations (cached by edgechat.app.teacher_data): training ones from the start of the
-    chit-chat corpus with a quarter Magpie prompts; held-out ones from the held-out range, no Magpie."""
+    chit-chat corpus with a share of Magpie prompts; held-out ones from the held-out range, no Magpie."""
     from edgechat.app.teacher_data import teacher_conversations
     from edgechat.core.data import HELD_OUT_START
     from edgechat.reports.progress import Steps
@@ -65,7 +65,7 @@ def teacher_chats(teacher, n: int, held_out: bool):
     if held_out:
         return teacher_conversations(teacher, n=n, seed=1, magpie_share=0.0, corpus_start=HELD_OUT_START,
                                      progress=Steps())
-    return teacher_conversations(teacher, n=n, seed=0, progress=Steps())
+    return teacher_conversations(teacher, n=n, seed=0, magpie_share=magpie_share, progress=Steps())
 
 
 def chosen_before(name: str, committed: dict):
@@ -85,7 +85,11 @@ def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict
     from converters.hf_writer import write_hf
     from converters.prune import plan_for_target, prune
 
-    more = f"-{args.teacher_data}conv" if data == "teacher" and args.teacher_data != 800 else ""  # 800: older names
+    more = ""  # older names: 800 conversations, a quarter Magpie
+    if data == "teacher" and args.teacher_data != 800:
+        more += f"-{args.teacher_data}conv"
+    if data == "teacher" and args.magpie_share != 0.25:
+        more += f"-magpie{args.magpie_share:g}"
     home = CACHE / "students" / f"{name}-{data}-{args.minutes:g}min{more}"
     if (home / "record.json").exists():
         return json.loads((home / "record.json").read_text())
@@ -100,7 +104,7 @@ def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict
     print(f"[{name}/{data}] pruned: {rec['params'] / 1e6:.1f}M params, {rec['pruned']}", file=sys.stderr)
     dataset = None
     if data == "teacher":
-        chats = teacher_chats(teacher, args.teacher_data, held_out=False)
+        chats = teacher_chats(teacher, args.teacher_data, held_out=False, magpie_share=args.magpie_share)
         dataset = chats.packed(distill_config().seq_len)
         rec["teacher_data"] = chats.record()
     student, rec["distill"] = distill_for(teacher, pruned, args.minutes, f"{name}/{data}", dataset)
@@ -118,6 +122,8 @@ def main():
     ap.add_argument("--data", default="teacher", help="comma list of teacher, chitchat")
     ap.add_argument("--minutes", type=float, default=60.0, help="distillation budget per student (quiet wall time)")
     ap.add_argument("--teacher-data", type=int, default=800, help="teacher-written training conversations")
+    ap.add_argument("--magpie-share", type=float, default=0.25,
+                    help="share of the teacher-written conversations whose user turn the teacher wrote (Magpie)")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=64)
@@ -182,7 +188,7 @@ def main():
           f"first), sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, KL at "
           f"T={recipe.temperature:g} on the assistant's tokens (teacher data) or every token (chit-chat), AdamW lr "
           f"{recipe.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has it). Teacher data: "
-          f"{args.teacher_data} conversations (a quarter Magpie prompts), replies greedy by the teacher. Decode: "
+          f"{args.teacher_data} conversations ({args.magpie_share:.0%} Magpie prompts), replies greedy by the teacher. Decode: "
           f"llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved rounds "
           f"({speed['quiet_rounds']} quiet); speed-up: the median of the per-round ratios to the teacher. Quality: fp32 student vs fp32 teacher.\n\n"
           + md_table(["student/data", "pruning", "params", "of teacher", "steps", "tokens", "decode tok/s",
