@@ -36,6 +36,7 @@ STRATEGIES = {"d": "depth", "w": "width", "m": "mixed"}
 PPL_GOAL, SPEED_GOAL = 1.15, 1.2  # the issue's: PPL at most 1.15x the teacher's on teacher chats, 1.2x faster
 HELD_OUT = 40  # teacher-answered held-out chats
 LOOP_WORDS, LOOP_TIMES = 6, 3
+MAGPIE_SHARE = 0.25  # teacher_conversations' default; cache names without -magpieX assume it
 
 
 def spec(name: str) -> tuple[str, float]:
@@ -55,7 +56,7 @@ def loops(text: str) -> bool:
     return max(runs.values(), default=0) >= LOOP_TIMES
 
 
-def teacher_chats(teacher, n: int, held_out: bool, magpie_share: float = 0.25):
+def teacher_chats(teacher, n: int, held_out: bool, magpie_share: float = MAGPIE_SHARE):
     """Teacher-written conversations (cached by edgechat.app.teacher_data): training ones from the start of the
     chit-chat corpus with a share of Magpie prompts; held-out ones from the held-out range, no Magpie."""
     from edgechat.app.teacher_data import teacher_conversations
@@ -85,10 +86,10 @@ def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict
     from converters.hf_writer import write_hf
     from converters.prune import plan_for_target, prune
 
-    more = ""  # older names: 800 conversations, a quarter Magpie
+    more = ""  # older names: 800 conversations, MAGPIE_SHARE of them Magpie
     if data == "teacher" and args.teacher_data != 800:
         more += f"-{args.teacher_data}conv"
-    if data == "teacher" and args.magpie_share != 0.25:
+    if data == "teacher" and args.magpie_share != MAGPIE_SHARE:
         more += f"-magpie{args.magpie_share:g}"
     home = CACHE / "students" / f"{name}-{data}-{args.minutes:g}min{more}"
     if (home / "record.json").exists():
@@ -122,7 +123,7 @@ def main():
     ap.add_argument("--data", default="teacher", help="comma list of teacher, chitchat")
     ap.add_argument("--minutes", type=float, default=60.0, help="distillation budget per student (quiet wall time)")
     ap.add_argument("--teacher-data", type=int, default=800, help="teacher-written training conversations")
-    ap.add_argument("--magpie-share", type=float, default=0.25,
+    ap.add_argument("--magpie-share", type=float, default=MAGPIE_SHARE,
                     help="share of the teacher-written conversations whose user turn the teacher wrote (Magpie)")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
     ap.add_argument("--rounds", type=int, default=5)
@@ -131,6 +132,13 @@ def main():
     ap.add_argument("--blocks-from", help="a results JSON (e.g. benchmarks/results/bench_students.json) whose "
                                           "students' block removals to reuse instead of measuring them")
     args = ap.parse_args()
+    from edgechat.app.teacher_data import check_options
+    from edgechat.core.errors import EdgechatError
+
+    try:  # before the hours of work, not after them
+        check_options(args.teacher_data, args.magpie_share, reply_tokens=1)  # replies keep their default length
+    except EdgechatError as e:
+        ap.error(str(e))
     committed = {}  # the students of --blocks-from
     if args.blocks_from:
         try:
