@@ -1,4 +1,4 @@
-"""Students that keep the assistant (issue 13): SmolLM2-135M-Instruct pruned to about 90/80/70% of its
+r"""Students that keep the assistant (issue 13): SmolLM2-135M-Instruct pruned to about 90/80/70% of its
 parameters, each distilled for one CPU-hour (the steps 2 quiet threads of this machine do in --minutes,
 seconds per step timed on the student before training) on teacher-written conversations or on chit-chat.
 
