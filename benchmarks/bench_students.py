@@ -18,6 +18,8 @@ results file reuses its block removals rather than measuring them again (about 2
     .venv/bin/python benchmarks/bench_students.py --students d90,d80,d70 --data teacher,chitchat  # report
     .venv/bin/python benchmarks/bench_students.py --students d80 --teacher-data 3200 --name bench_students-3200 \
         --blocks-from benchmarks/results/bench_students.json
+    .venv/bin/python benchmarks/bench_students.py --after benchmarks/.cache/students/d80-teacher-60min-6400conv-magpie0.4 \
+        --minutes 60 --name bench_students-2h  # one more hour for a cached student
 """
 from __future__ import annotations
 
@@ -82,8 +84,47 @@ def chosen_before(name: str, committed: dict):
     return max(depth, key=lambda c: len(c["layer_removal"]), default=None)
 
 
-def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:
+def continue_student(teacher, args, evals) -> tuple[str, dict]:
+    """--after: the cached student in args.after distilled for args.minutes more on the same teacher-written set,
+    the data in another order (seed 1), warm-up and cosine decay again. Cached as AFTER+Mmin."""
+    from edgechat.core.sources import load_model
+
+    before = json.loads((args.after / "record.json").read_text())
+    key = f"{before['name']}/{before['data']}"
+    home = CACHE / "students" / f"{args.after.name}+{args.minutes:g}min"
+    if (home / "record.json").exists():
+        return key, json.loads((home / "record.json").read_text())
+    if before["data"] != "teacher":
+        raise SystemExit(f"--after {args.after}: only a student distilled on teacher data is continued")
+    rec = {k: before[k] for k in ("name", "data", "strategy", "target_frac", "chosen", "params", "params_frac",
+                                  "pruned")}
+    rec["after"] = {"from": args.after.name, "distill": before["distill"], "distilled": before["distilled"]}
+    chats = teacher_chats(teacher, before["teacher_data"]["options"]["n"], held_out=False,
+                          magpie_share=before["teacher_data"]["options"].get("magpie_share", MAGPIE_SHARE))
+    if chats.sha256 != before["teacher_data"]["sha256"]:
+        raise SystemExit(f"--after {args.after}: its teacher-written set ({before['teacher_data']['path']}) is "
+                         "not the one made now")
+    rec["teacher_data"] = chats.record()
+    start = load_model(args.after / "distilled")
+    student, rec["distill"] = distill_for(teacher, start, args.minutes, f"{key} after {args.after.name}",
+                                          chats.packed(distill_config().seq_len), seed=1)
+    return key, finish_student(student, teacher, rec, evals, home, key)
+
+
+def finish_student(student, teacher, rec: dict, evals, home: Path, key: str) -> dict:
+    """Scores the distilled student against the teacher, caches it in `home` (HF folder, Q4_K_M, record)."""
     from converters.hf_writer import write_hf
+
+    ref = torch_engine(teacher)
+    rec["distilled"] = {k: quality(torch_engine(student), ref, d) for k, d in evals.items()}
+    print(f"[{key}] distilled: {rec['distilled']}", file=sys.stderr)
+    write_hf(student, home / "distilled")
+    rec["gguf"] = str(export_q4km(student, home / "gguf"))
+    (home / "record.json").write_text(json.dumps(rec, indent=2, default=str))
+    return rec
+
+
+def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:
     from converters.prune import plan_for_target, prune
 
     more = ""  # older names: 800 conversations, MAGPIE_SHARE of them Magpie
@@ -109,12 +150,7 @@ def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict
         dataset = chats.packed(distill_config().seq_len)
         rec["teacher_data"] = chats.record()
     student, rec["distill"] = distill_for(teacher, pruned, args.minutes, f"{name}/{data}", dataset)
-    rec["distilled"] = {k: quality(torch_engine(student), ref, d) for k, d in evals.items()}
-    print(f"[{name}/{data}] distilled: {rec['distilled']}", file=sys.stderr)
-    write_hf(student, home / "distilled")
-    rec["gguf"] = str(export_q4km(student, home / "gguf"))
-    (home / "record.json").write_text(json.dumps(rec, indent=2, default=str))
-    return rec
+    return finish_student(student, teacher, rec, evals, home, f"{name}/{data}")
 
 
 def main():
@@ -131,7 +167,11 @@ def main():
     ap.add_argument("--name", default="bench_students")
     ap.add_argument("--blocks-from", help="a results JSON (e.g. benchmarks/results/bench_students.json) whose "
                                           "students' block removals to reuse instead of measuring them")
+    ap.add_argument("--after", type=Path, help="a cached student folder (benchmarks/.cache/students/...) to "
+                                                "distil for --minutes more on its teacher set, instead of the grid")
     args = ap.parse_args()
+    if args.after and not (args.after / "record.json").exists():
+        ap.error(f"--after {args.after}: not a cached student (no record.json; see benchmarks/.cache/students)")
     from edgechat.app.teacher_data import check_options
     from edgechat.core.errors import EdgechatError
 
@@ -161,8 +201,11 @@ def main():
     for _n, d in grid:
         if d not in ("teacher", "chitchat"):
             raise SystemExit(f"--data {d!r}: give teacher or chitchat")
-    imp = importance(teacher, 64)
-    recs = {f"{n}/{d}": make_student(n, d, teacher, imp, args, evals, committed) for n, d in grid}
+    if args.after:
+        recs = dict([continue_student(teacher, args, evals)])
+    else:
+        imp = importance(teacher, 64)
+        recs = {f"{n}/{d}": make_student(n, d, teacher, imp, args, evals, committed) for n, d in grid}
 
     ggufs = {"teacher": export_q4km(teacher, CACHE / "compress" / "teacher"),
              **{k: Path(r["gguf"]) for k, r in recs.items()}}
@@ -189,6 +232,8 @@ def main():
         goals.append([k, x, "yes" if x >= SPEED_GOAL else "no", tc["ppl_ratio"],
                       "yes" if tc["ppl_ratio"] <= PPL_GOAL else "no", n_loops, "yes" if not n_loops else "no"])
     recipe = distill_config()
+    td = {"n": args.teacher_data, "magpie_share": args.magpie_share,  # --after: the student's own set
+          **next((r["teacher_data"]["options"] for r in recs.values() if "teacher_data" in r), {})}
     md = (f"Teacher: SmolLM2-135M-Instruct (embedded GGUF, dequantized to fp32): {t_tok:.1f} decode tok/s at "
           f"Q4_K_M; perplexity {base['teacher chats']['ppl']:.3f} on {HELD_OUT} held-out teacher-answered chats, "
           f"{base['DailyDialog']['ppl']:.2f} on {args.dialogues} DailyDialog test dialogues. Distillation: "
@@ -196,9 +241,14 @@ def main():
           f"first), sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, KL at "
           f"T={recipe.temperature:g} on the assistant's tokens (teacher data) or every token (chit-chat), AdamW lr "
           f"{recipe.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has it). Teacher data: "
-          f"{args.teacher_data} conversations ({args.magpie_share:.0%} Magpie prompts), replies greedy by the teacher. Decode: "
+          f"{td['n']} conversations ({td['magpie_share']:.0%} Magpie prompts), replies greedy by the teacher. Decode: "
           f"llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved rounds "
           f"({speed['quiet_rounds']} quiet); speed-up: the median of the per-round ratios to the teacher. Quality: fp32 student vs fp32 teacher.\n\n"
+          + "".join(f"Continued: {k} started from {r['after']['from']} ({r['after']['distill']['steps']} steps "
+                    f"before; then PPL x teacher {r['after']['distilled']['teacher chats']['ppl_ratio']:.3f} on "
+                    f"teacher chats, {r['after']['distilled']['DailyDialog']['ppl_ratio']:.3f} on DailyDialog) and "
+                    f"got the steps below on top, the set in another order (seed 1), warm-up and cosine decay "
+                    f"again.\n\n" for k, r in recs.items() if "after" in r)
           + md_table(["student/data", "pruning", "params", "of teacher", "steps", "tokens", "decode tok/s",
                       "speed-up (per round)", "PPL teacher chats", "x teacher", "KLD", "PPL DailyDialog", "x teacher", "KLD",
                       "x teacher pruned", "answers looping"], rows)
