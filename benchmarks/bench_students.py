@@ -18,8 +18,8 @@ results file reuses its block removals rather than measuring them again (about 2
     .venv/bin/python benchmarks/bench_students.py --students d90,d80,d70 --data teacher,chitchat  # report
     .venv/bin/python benchmarks/bench_students.py --students d80 --teacher-data 3200 --name bench_students-3200 \
         --blocks-from benchmarks/results/bench_students.json
-    .venv/bin/python benchmarks/bench_students.py --after benchmarks/.cache/students/d80-teacher-60min-6400conv-magpie0.4 \
-        --minutes 60 --name bench_students-2h  # one more hour for a cached student
+    .venv/bin/python benchmarks/bench_students.py --minutes 60 --name bench_students-2h \
+        --after benchmarks/.cache/students/d80-teacher-60min-6400conv-magpie0.4  # one more hour for it
 """
 from __future__ import annotations
 
@@ -84,18 +84,29 @@ def chosen_before(name: str, committed: dict):
     return max(depth, key=lambda c: len(c["layer_removal"]), default=None)
 
 
-def continue_student(teacher, args, evals) -> tuple[str, dict]:
-    """--after: the cached student in args.after distilled for args.minutes more on the same teacher-written set,
-    the data in another order (seed 1), warm-up and cosine decay again. Cached as AFTER+Mmin."""
+def cached_record(folder: Path) -> dict:
+    """--after's student: its record.json, checked to be a student distilled on teacher-written data."""
+    try:
+        before = json.loads((folder / "record.json").read_text())
+        if before["data"] != "teacher":
+            raise ValueError(f"distilled on {before['data']}; only a teacher-data student is continued")
+        before["teacher_data"]["options"]["n"], before["distill"]["steps"], before["distilled"]  # what it reads
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--after {folder}: not a cached teacher-data student ({type(e).__name__}: {e}; see "
+                         "benchmarks/.cache/students)") from None
+    return before
+
+
+def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
+    """--after: the cached student in args.after (its record `before`) distilled for args.minutes more on the
+    same teacher-written set, the data in another order (seed 1), warm-up and cosine decay again. Cached as
+    AFTER+Mmin."""
     from edgechat.core.sources import load_model
 
-    before = json.loads((args.after / "record.json").read_text())
     key = f"{before['name']}/{before['data']}"
     home = CACHE / "students" / f"{args.after.name}+{args.minutes:g}min"
     if (home / "record.json").exists():
         return key, json.loads((home / "record.json").read_text())
-    if before["data"] != "teacher":
-        raise SystemExit(f"--after {args.after}: only a student distilled on teacher data is continued")
     rec = {k: before[k] for k in ("name", "data", "strategy", "target_frac", "chosen", "params", "params_frac",
                                   "pruned")}
     rec["after"] = {"from": args.after.name, "distill": before["distill"], "distilled": before["distilled"]}
@@ -170,8 +181,12 @@ def main():
     ap.add_argument("--after", type=Path, help="a cached student folder (benchmarks/.cache/students/...) to "
                                                 "distil for --minutes more on its teacher set, instead of the grid")
     args = ap.parse_args()
-    if args.after and not (args.after / "record.json").exists():
-        ap.error(f"--after {args.after}: not a cached student (no record.json; see benchmarks/.cache/students)")
+    before = None
+    if args.after:
+        try:
+            before = cached_record(args.after)
+        except ValueError as e:
+            ap.error(str(e))
     from edgechat.app.teacher_data import check_options
     from edgechat.core.errors import EdgechatError
 
@@ -202,7 +217,7 @@ def main():
         if d not in ("teacher", "chitchat"):
             raise SystemExit(f"--data {d!r}: give teacher or chitchat")
     if args.after:
-        recs = dict([continue_student(teacher, args, evals)])
+        recs = dict([continue_student(teacher, args, before, evals)])
     else:
         imp = importance(teacher, 64)
         recs = {f"{n}/{d}": make_student(n, d, teacher, imp, args, evals, committed) for n, d in grid}
