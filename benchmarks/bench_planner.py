@@ -33,12 +33,9 @@ def cached_pte(quant: str, fresh: bool = False) -> Path:
     import shutil
     import subprocess
 
-    import hashlib
+    from bench_pte_common import pte_hash  # keyed as bench_pte_common's programs are
 
-    h = hashlib.sha256()  # keyed by what makes the program, not by every library file (an export takes minutes)
-    for f in ("converters/pte_export.py", "converters/pte_modules.py", "edgechat/transformer.py"):
-        h.update((ROOT / f).read_bytes())
-    out = CACHE / "convert" / f"default-pte-{quant}-{h.hexdigest()[:12]}"
+    out = CACHE / "convert" / f"default-pte-{quant}-{pte_hash()}"
     if (out / "edgechat.json").exists() and not fresh:
         return artifact(out, quant)
     if out.exists():

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, ROOT, THREADS, cache_lock, library_hash  # noqa: E402
 
-PTE_SOURCES = ["converters/pte_export.py", "converters/pte_modules.py"]
+PTE_SOURCES = ["converters/pte_export.py", "converters/pte_options.py", "converters/pte_modules.py"]
 MAX_SEQ_LEN = 1024  # every benchmark program, fused or not: the same static cache
 
 

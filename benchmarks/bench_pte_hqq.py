@@ -32,7 +32,8 @@ KLD_GOAL = 1.5  # the issue's: a .pte's mean KLD at most 1.5x the GGUF's of the 
 
 
 def export(model, path: Path, hqq: bool, qat_steps: int = 0) -> dict:
-    from converters.pte_export import export_pte_file, resolve_options
+    from converters.pte_export import export_pte_file
+    from converters.pte_options import resolve_options
 
     extra = {"max_seq_len": SEQ, **({} if hqq else {"hqq": False}), **({"qat_steps": qat_steps} if qat_steps else {})}
     opts = resolve_options(model, "8da4w", extra)

@@ -54,7 +54,7 @@ def main() -> None:
     import torch
 
     from converters.distill import DistillConfig, train_precision
-    from converters.pte_export import resolve_options
+    from converters.pte_options import resolve_options
     from converters.pte_levers import calibration_for
     from edgechat.app.evaluate import evaluate
     from edgechat.core.sources import load_model

@@ -3,9 +3,8 @@ pte_qat, on a copy of the model) and activation-aware scales folded into the nor
 export module). What they did goes into the artifact's manifest entry."""
 from __future__ import annotations
 
+from converters.pte_options import DEFAULT_GROUP_SIZE  # the group the levers aim at when the options have none
 from edgechat.core.model import Model
-
-DEFAULT_GROUP_SIZE = 32  # converters.pte_export's default: the group the levers aim at when the options have none
 
 
 def calibration_for(model: Model, calibration=None) -> list[list[int]]:

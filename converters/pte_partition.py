@@ -220,7 +220,8 @@ def export_planned_pte(model: Model, path: Path, chosen: dict, max_seq_len: int 
 
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-    from converters.pte_export import PteOptions, llm_metadata, write_program
+    from converters.pte_export import llm_metadata, write_program
+    from converters.pte_options import PteOptions
 
     backend, units = planned_units(chosen)
     seq = min(max_seq_len, model.config.max_seq_len)

@@ -66,7 +66,7 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
         if not opts.quants:
             plan = {f: ([] if f in ("gguf", "pte") else q) for f, q in plan.items()}  # the budgets' files only
     if "pte" in plan:
-        from converters.pte_export import check_options
+        from converters.pte_options import check_options
 
         check_options(plan["pte"], opts.extra)
     if opts.recipe:

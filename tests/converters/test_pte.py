@@ -3,7 +3,6 @@ ExecuTorch's LLM runner; checked against the torch reference, llama.cpp and Exec
 import json
 
 import numpy as np
-import pytest
 
 import edgechat
 from edgechat.app.chat import Chat
@@ -11,7 +10,7 @@ from edgechat.core.sources import default_model_path
 from runtimes.llama_cpp_engine import LlamaCppEngine
 from runtimes.pte_engine import REQUIRED_METADATA, PteEngine, read_program
 from runtimes.torch_engine import TorchEngine
-from tests.conftest import KNOWN_STORY, PARIS_SYSTEM, STORIES_SEQ, artifact, run_cli, shared_export
+from tests.conftest import KNOWN_STORY, PARIS_SYSTEM, STORIES_SEQ, artifact, shared_export
 
 QUESTION = "What is the capital of France?"
 
@@ -113,14 +112,6 @@ def test_smollm2_8da4w_answers_paris(smol_8da4w):
     assert len(im_end) == 1 and im_end[0] in chat.engine.eog_ids
 
 
-def test_hqq_is_the_default_for_4bit_weights_but_not_with_qat():
-    from converters.pte_export import hqq_default
-
-    assert hqq_default({}, four_bit=True) and not hqq_default({}, four_bit=False)
-    assert not hqq_default({"qat_steps": 4}, four_bit=True)  # QAT learns the affine grid
-    assert not hqq_default({"hqq": False}, four_bit=True) and hqq_default({"hqq": True}, four_bit=False)
-
-
 def test_one_conversation_same_prompt_ids_on_gguf_pte_and_torch(smol_8da4w, smollm_model):
     convo = [{"role": "user", "content": "Hi! 12 + 30 = ? Café, naïve, 日本語 ✓"},
              {"role": "assistant", "content": "42. How can I help?"},
@@ -129,36 +120,3 @@ def test_one_conversation_same_prompt_ids_on_gguf_pte_and_torch(smol_8da4w, smol
                TorchEngine(smollm_model, n_ctx=512))
     ids = [Chat(e, system=PARIS_SYSTEM).prompt_ids(convo) for e in engines]
     assert ids[0] == ids[1] == ids[2] and len(ids[0]) > 40
-
-
-# -- bad input: one line, exit code 2, nothing written ------------------------------------------------------------
-
-def convert_refused(tmp_path, source, message, *args):
-    before = sorted(p.name for p in tmp_path.iterdir())
-    proc = run_cli("convert", str(source), "-o", str(tmp_path / "out"), "--format", "pte", "--no-eval", *args)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith("edgechat: error: ") and message in lines[0], lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--quant", "fp32", "--embedding-quant", "4w"], "--embedding-quant 4w with --quant fp32 is not supported"),
-    (["--quant", "8da8w", "--embedding-quant", "4w"], "--embedding-quant 4w with --quant 8da8w is not supported"),
-    (["--quant", "8da4w", "--group-size", "48"], "--group-size 48 is not supported"),
-    (["--quant", "8da4w", "--embedding-quant", "2w"], "--embedding-quant 2w is not supported"),
-    (["--quant", "8da4w", "--head-quant", "2w"], "--head-quant 2w is not supported: choose one of 8w, 4w"),
-    (["--quant", "fp32", "--head-quant", "8w"], "--head-quant applies to 8da4w and 8da8w, not to --quant fp32"),
-    (["--quant", "8da8w", "--head-quant", "4w"], "--head-quant 4w with --quant 8da8w is not supported"),
-    (["--quant", "q4_0"], "unknown quant type 'q4_0' for format pte"),
-])
-def test_unsupported_options_refused_before_loading(tmp_path, stories_dir, args, message):
-    convert_refused(tmp_path, stories_dir, message, *args)
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--quant", "8da4w", "--group-size", "128"], "--group-size 128 does not divide stories260K's hidden size (64)"),
-    (["--quant", "fp32", "--max-seq-len", "4096"], "--max-seq-len 4096 is beyond stories260K's 512 positions"),
-])
-def test_options_the_model_cannot_take_refused(tmp_path, stories_dir, args, message):
-    convert_refused(tmp_path, stories_dir, message, *args)
