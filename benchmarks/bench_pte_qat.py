@@ -54,8 +54,8 @@ def main() -> None:
     import torch
 
     from converters.distill import DistillConfig, train_precision
-    from converters.pte_options import resolve_options
     from converters.pte_levers import calibration_for
+    from converters.pte_options import resolve_options
     from edgechat.app.evaluate import evaluate
     from edgechat.core.sources import load_model
     from runtimes.torch_engine import TorchEngine

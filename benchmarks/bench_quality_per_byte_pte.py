@@ -112,8 +112,8 @@ def main():
     from converters.gguf_export import budget_name, slug
     from converters.pte_budget import check_budgets, plan_budgets
     from converters.pte_export import export_pte_file, module_plan
-    from converters.pte_options import budget_options, resolve_options
     from converters.pte_levers import calibration_for, prepare_module
+    from converters.pte_options import budget_options, resolve_options
     from edgechat.app.evaluate import evaluate
     from edgechat.core.sources import load_model
     from runtimes.llama_cpp_engine import LlamaCppEngine
