@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_compress import PARIS, answers, decode_speed, export_q4km, quality, torch_engine  # noqa: E402
 from common import CACHE, DATA, THREADS, Bench, md_table, median  # noqa: E402
-from compress_job import distill_config, distill_for, importance  # noqa: E402
+from compress_job import DEFAULT_LR, distill_config, distill_for, importance  # noqa: E402
 
 STRATEGIES = {"d": "depth", "w": "width", "m": "mixed"}
 PPL_GOAL, SPEED_GOAL = 1.15, 1.2  # the issue's: PPL at most 1.15x the teacher's on teacher chats, 1.2x faster
@@ -99,12 +99,12 @@ def cached_record(folder: Path) -> dict:
 
 def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
     """--after: the cached student in args.after (its record `before`) distilled for args.minutes more on the
-    same teacher-written set, the data in another order (seed 1), warm-up and cosine decay again. Cached as
-    AFTER+Mmin."""
+    same teacher-written set, the data in another order (seed 1, 2, ... for the first, second, ... continuation),
+    warm-up and cosine decay again. Cached as AFTER+Mmin."""
     from edgechat.core.sources import load_model
 
     key = f"{before['name']}/{before['data']}"
-    home = CACHE / "students" / f"{args.after.name}+{args.minutes:g}min"
+    home = CACHE / "students" / f"{args.after.name}+{args.minutes:g}min{recipe_suffix(args)}"
     if (home / "record.json").exists():
         return key, json.loads((home / "record.json").read_text())
     rec = {k: before[k] for k in ("name", "data", "strategy", "target_frac", "chosen", "params", "params_frac",
@@ -118,7 +118,8 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
     rec["teacher_data"] = chats.record()
     start = load_model(args.after / "distilled")
     student, rec["distill"] = distill_for(teacher, start, args.minutes, f"{key} after {args.after.name}",
-                                          chats.packed(distill_config().seq_len), seed=1)
+                                          chats.packed(distill_config().seq_len), seed=1 + args.after.name.count("+"),
+                                          alpha_ce=args.alpha_ce, lr=args.lr)
     return key, finish_student(student, teacher, rec, evals, home, key)
 
 
@@ -135,6 +136,12 @@ def finish_student(student, teacher, rec: dict, evals, home: Path, key: str) -> 
     return rec
 
 
+def recipe_suffix(args) -> str:
+    """Cache names of students trained with another peak learning rate or with cross-entropy next to the KL
+    (older names: DEFAULT_LR, KL only)."""
+    return (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (f"-ce{args.alpha_ce:g}" if args.alpha_ce else "")
+
+
 def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:
     from converters.prune import plan_for_target, prune
 
@@ -143,7 +150,7 @@ def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict
         more += f"-{args.teacher_data}conv"
     if data == "teacher" and args.magpie_share != MAGPIE_SHARE:
         more += f"-magpie{args.magpie_share:g}"
-    home = CACHE / "students" / f"{name}-{data}-{args.minutes:g}min{more}"
+    home = CACHE / "students" / f"{name}-{data}-{args.minutes:g}min{more}{recipe_suffix(args)}"
     if (home / "record.json").exists():
         return json.loads((home / "record.json").read_text())
     strategy, frac = spec(name)
@@ -160,7 +167,8 @@ def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict
         chats = teacher_chats(teacher, args.teacher_data, held_out=False, magpie_share=args.magpie_share)
         dataset = chats.packed(distill_config().seq_len)
         rec["teacher_data"] = chats.record()
-    student, rec["distill"] = distill_for(teacher, pruned, args.minutes, f"{name}/{data}", dataset)
+    student, rec["distill"] = distill_for(teacher, pruned, args.minutes, f"{name}/{data}", dataset,
+                                          alpha_ce=args.alpha_ce, lr=args.lr)
     return finish_student(student, teacher, rec, evals, home, f"{name}/{data}")
 
 
@@ -172,6 +180,9 @@ def main():
     ap.add_argument("--teacher-data", type=int, default=800, help="teacher-written training conversations")
     ap.add_argument("--magpie-share", type=float, default=MAGPIE_SHARE,
                     help="share of the teacher-written conversations whose user turn the teacher wrote (Magpie)")
+    ap.add_argument("--alpha-ce", type=float, default=0.0,
+                    help="weight of cross-entropy on the data's tokens (the teacher's greedy replies) next to the KL")
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate (warm-up, cosine decay)")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=64)
@@ -247,6 +258,7 @@ def main():
         goals.append([k, x, "yes" if x >= SPEED_GOAL else "no", tc["ppl_ratio"],
                       "yes" if tc["ppl_ratio"] <= PPL_GOAL else "no", n_loops, "yes" if not n_loops else "no"])
     recipe = distill_config()
+    ce_text = f" + {args.alpha_ce:g} x cross-entropy on the data's tokens" if args.alpha_ce else ""
     td = {"n": args.teacher_data, "magpie_share": args.magpie_share,  # --after: the student's own set
           **next((r["teacher_data"]["options"] for r in recs.values() if "teacher_data" in r), {})}
     md = (f"Teacher: SmolLM2-135M-Instruct (embedded GGUF, dequantized to fp32): {t_tok:.1f} decode tok/s at "
@@ -254,15 +266,15 @@ def main():
           f"{base['DailyDialog']['ppl']:.2f} on {args.dialogues} DailyDialog test dialogues. Distillation: "
           f"{args.minutes:g} min of quiet steps on {THREADS} threads per student (the step timed on the student "
           f"first), sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, KL at "
-          f"T={recipe.temperature:g} on the assistant's tokens (teacher data) or every token (chit-chat), AdamW lr "
-          f"{recipe.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has it). Teacher data: "
-          f"{td['n']} conversations ({td['magpie_share']:.0%} Magpie prompts), replies greedy by the teacher. Decode: "
+          f"T={recipe.temperature:g}{ce_text} on the assistant's tokens (teacher data) or every token "
+          f"(chit-chat), AdamW lr {args.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has "
+          f"it). Teacher data: {td['n']} conversations ({td['magpie_share']:.0%} Magpie prompts), replies greedy by the teacher. Decode: "
           f"llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved rounds "
           f"({speed['quiet_rounds']} quiet); speed-up: the median of the per-round ratios to the teacher. Quality: fp32 student vs fp32 teacher.\n\n"
           + "".join(f"Continued: {k} started from {r['after']['from']} ({r['after']['distill']['steps']} steps "
                     f"before; then PPL x teacher {r['after']['distilled']['teacher chats']['ppl_ratio']:.3f} on "
                     f"teacher chats, {r['after']['distilled']['DailyDialog']['ppl_ratio']:.3f} on DailyDialog) and "
-                    f"got the steps below on top, the set in another order (seed 1), warm-up and cosine decay "
+                    f"got the steps below on top, the set in another order (seed {r['distill']['seed']}), warm-up and cosine decay "
                     f"again.\n\n" for k, r in recs.items() if "after" in r)
           + md_table(["student/data", "pruning", "params", "of teacher", "steps", "tokens", "decode tok/s",
                       "speed-up (per round)", "PPL teacher chats", "x teacher", "KLD", "PPL DailyDialog", "x teacher", "KLD",

@@ -27,11 +27,11 @@ QUIET_WAIT_S = 3600.0  # at most this long for other work (a test run) to finish
 STUDENTS = {"w70": ("width", 0.70), "w50": ("width", 0.50), "d50": ("depth", 0.50), "d70": ("depth", 0.70)}
 
 
-def distill_config(steps: int = 0, device: str = "cpu", lr: float = DEFAULT_LR, seed: int = 0):
+def distill_config(steps: int = 0, device: str = "cpu", lr: float = DEFAULT_LR, seed: int = 0, alpha_ce: float = 0.0):
     from converters.distill import DistillConfig
 
     return DistillConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), micro_batch=4, seq_len=256,
-                         seed=seed, device=device)
+                         seed=seed, device=device, alpha_ce=alpha_ce)
 
 
 def timed_steps(teacher, student, cfg, probe_steps: int = 6) -> float:
@@ -48,16 +48,17 @@ def timed_steps(teacher, student, cfg, probe_steps: int = 6) -> float:
     return median([b - a for a, b in zip(stamps[1:], stamps[2:])])
 
 
-def distill_for(teacher, pruned, minutes: float, label: str, dataset=None, seed: int = 0):
+def distill_for(teacher, pruned, minutes: float, label: str, dataset=None, seed: int = 0, alpha_ce: float = 0.0,
+                lr: float = DEFAULT_LR):
     """A copy of `pruned` distilled for the steps that `minutes` of quiet wall time on this machine allow (the
-    step timed on the student first, so load later only stretches the wall time); `seed` orders the data.
-    Returns (student, record)."""
+    step timed on the student first, so load later only stretches the wall time); `seed` orders the data;
+    alpha_ce weighs cross-entropy on the data's tokens next to the KL. Returns (student, record)."""
     from converters.distill import distill
 
     student = copy.deepcopy(pruned)
     quiet = wait_quiet(timeout=QUIET_WAIT_S)  # the probe fixes the step count: time it on a quiet machine
-    step_s = timed_steps(teacher, student, distill_config())
-    cfg = distill_config(max(10, int(minutes * 60 / step_s)), seed=seed)
+    step_s = timed_steps(teacher, student, distill_config(alpha_ce=alpha_ce))
+    cfg = distill_config(max(10, int(minutes * 60 / step_s)), lr=lr, seed=seed, alpha_ce=alpha_ce)
     print(f"[{label}] {step_s:.2f} s/step -> {cfg.steps} steps in {minutes:g} min", file=sys.stderr)
     t = time.perf_counter()
     distill(teacher, student, cfg, dataset=dataset)
@@ -69,7 +70,7 @@ def distill_for(teacher, pruned, minutes: float, label: str, dataset=None, seed:
 
 def recipe_record(cfg) -> dict:
     return {"steps": cfg.steps, "tokens_seen": cfg.steps * cfg.micro_batch * cfg.seq_len, "lr": cfg.lr,
-            "seq_len": cfg.seq_len, "micro_batch": cfg.micro_batch, "seed": cfg.seed}
+            "seq_len": cfg.seq_len, "micro_batch": cfg.micro_batch, "seed": cfg.seed, "alpha_ce": cfg.alpha_ce}
 
 
 def importance(teacher, calib_seqs: int):
