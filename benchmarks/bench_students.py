@@ -34,10 +34,11 @@ from bench_compress import PARIS, answers, decode_speed, export_q4km, quality, t
 from common import CACHE, DATA, THREADS, Bench, md_table, median  # noqa: E402
 from compress_job import DEFAULT_LR, distill_config, distill_for, importance  # noqa: E402
 
+from edgechat.app.loops import LOOP_TIMES, LOOP_WORDS, loops  # noqa: E402
+
 STRATEGIES = {"d": "depth", "w": "width", "m": "mixed"}
 PPL_GOAL, SPEED_GOAL = 1.15, 1.2  # the issue's: PPL at most 1.15x the teacher's on teacher chats, 1.2x faster
 HELD_OUT = 40  # teacher-answered held-out chats
-LOOP_WORDS, LOOP_TIMES = 6, 3
 MAGPIE_SHARE = 0.25  # teacher_conversations' default; cache names without -magpieX assume it
 
 
@@ -46,16 +47,6 @@ def spec(name: str) -> tuple[str, float]:
     if not m:
         raise SystemExit(f"student {name!r}: give d, w or m (depth, width, mixed) and a percentage, e.g. d80")
     return STRATEGIES[m.group(1)], int(m.group(2)) / 100
-
-
-def loops(text: str) -> bool:
-    """A degenerate loop: some run of LOOP_WORDS words said LOOP_TIMES times or more."""
-    words = re.findall(r"\w+", text.lower())
-    runs: dict[tuple, int] = {}
-    for i in range(len(words) - LOOP_WORDS + 1):
-        k = tuple(words[i:i + LOOP_WORDS])
-        runs[k] = runs.get(k, 0) + 1
-    return max(runs.values(), default=0) >= LOOP_TIMES
 
 
 def teacher_chats(teacher, n: int, held_out: bool, magpie_share: float = MAGPIE_SHARE):
@@ -115,6 +106,8 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
     if chats.sha256 != before["teacher_data"]["sha256"]:
         raise SystemExit(f"--after {args.after}: its teacher-written set ({before['teacher_data']['path']}) is "
                          "not the one made now")
+    if args.drop_looping:
+        chats = chats.without_loops()
     rec["teacher_data"] = chats.record()
     start = load_model(args.after / "distilled")
     student, rec["distill"] = distill_for(teacher, start, args.minutes, f"{key} after {args.after.name}",
@@ -137,9 +130,10 @@ def finish_student(student, teacher, rec: dict, evals, home: Path, key: str) -> 
 
 
 def recipe_suffix(args) -> str:
-    """Cache names of students trained with another peak learning rate or with cross-entropy next to the KL
-    (older names: DEFAULT_LR, KL only)."""
-    return (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (f"-ce{args.alpha_ce:g}" if args.alpha_ce else "")
+    """Cache names of students trained with another peak learning rate, with cross-entropy next to the KL or
+    without the looping teacher replies (older names: DEFAULT_LR, KL only, every reply)."""
+    return ((f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (f"-ce{args.alpha_ce:g}" if args.alpha_ce else "")
+            + ("-noloops" if args.drop_looping else ""))
 
 
 def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:
@@ -165,6 +159,8 @@ def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict
     dataset = None
     if data == "teacher":
         chats = teacher_chats(teacher, args.teacher_data, held_out=False, magpie_share=args.magpie_share)
+        if args.drop_looping:
+            chats = chats.without_loops()
         dataset = chats.packed(distill_config().seq_len)
         rec["teacher_data"] = chats.record()
     student, rec["distill"] = distill_for(teacher, pruned, args.minutes, f"{name}/{data}", dataset,
@@ -183,6 +179,8 @@ def main():
     ap.add_argument("--alpha-ce", type=float, default=0.0,
                     help="weight of cross-entropy on the data's tokens (the teacher's greedy replies) next to the KL")
     ap.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate (warm-up, cosine decay)")
+    ap.add_argument("--drop-looping", action="store_true",
+                    help="leave the teacher-written conversations whose reply loops out of the training set")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=64)
@@ -259,6 +257,8 @@ def main():
                       "yes" if tc["ppl_ratio"] <= PPL_GOAL else "no", n_loops, "yes" if not n_loops else "no"])
     recipe = distill_config()
     ce_text = f" + {args.alpha_ce:g} x cross-entropy on the data's tokens" if args.alpha_ce else ""
+    n_drop = [r["teacher_data"].get("dropped_looping", 0) for r in recs.values() if "teacher_data" in r]
+    dropped = f", those whose reply loops left out ({max(n_drop)})" if args.drop_looping and n_drop else ""
     td = {"n": args.teacher_data, "magpie_share": args.magpie_share,  # --after: the student's own set
           **next((r["teacher_data"]["options"] for r in recs.values() if "teacher_data" in r), {})}
     md = (f"Teacher: SmolLM2-135M-Instruct (embedded GGUF, dequantized to fp32): {t_tok:.1f} decode tok/s at "
@@ -268,7 +268,8 @@ def main():
           f"first), sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, KL at "
           f"T={recipe.temperature:g}{ce_text} on the assistant's tokens (teacher data) or every token "
           f"(chit-chat), AdamW lr {args.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has "
-          f"it). Teacher data: {td['n']} conversations ({td['magpie_share']:.0%} Magpie prompts), replies greedy by the teacher. Decode: "
+          f"it). Teacher data: {td['n']} conversations ({td['magpie_share']:.0%} Magpie prompts), replies greedy "
+          f"by the teacher{dropped}. Decode: "
           f"llama.cpp, {THREADS} threads, {args.tokens} tokens, median of {args.rounds} interleaved rounds "
           f"({speed['quiet_rounds']} quiet); speed-up: the median of the per-round ratios to the teacher. Quality: fp32 student vs fp32 teacher.\n\n"
           + "".join(f"Continued: {k} started from {r['after']['from']} ({r['after']['distill']['steps']} steps "

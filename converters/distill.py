@@ -48,6 +48,7 @@ class DistillConfig:
     magpie_share: float = 0.25  # share of prompts the teacher writes itself from the template's user prefix
     reply_tokens: int = 128  # most tokens per teacher reply
     student_share: float = 0.0  # share of replies sampled from the student instead, scored by the teacher (GKD)
+    drop_looping: bool = False  # leave out the conversations whose reply loops (edgechat.app.loops)
     log: list = field(default_factory=list)
 
 

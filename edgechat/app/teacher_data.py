@@ -37,6 +37,7 @@ class TeacherData:
     options: dict = field(default_factory=dict)
     cached: bool = False
     student_replies: int = 0  # replies sampled from the student (on-policy, GKD-style), not part of the cached set
+    dropped_looping: int = 0  # conversations left out because the reply loops (without_loops)
 
     def packed(self, seq_len: int):
         """The sequences and masks as converters.distill trains on them."""
@@ -44,12 +45,23 @@ class TeacherData:
 
         return pack_sequences(self.sequences, self.masks, seq_len)
 
+    def without_loops(self) -> TeacherData:
+        """The set without the conversations whose reply loops (edgechat.app.loops); the cached file is untouched."""
+        from edgechat.app.loops import loops
+
+        keep = [i for i, c in enumerate(self.conversations) if not any(loops(m["content"]) for m in c[1:])]
+        pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+        return replace(self, conversations=pick(self.conversations), sources=pick(self.sources),
+                       sequences=pick(self.sequences), masks=pick(self.masks),
+                       dropped_looping=self.dropped_looping + len(self.conversations) - len(keep))
+
     def record(self) -> dict:
         """What the manifest keeps: where the set is, its hash, and what made it."""
         counts = {s: self.sources.count(s) for s in sorted(set(self.sources))}
         return {"path": self.path, "sha256": self.sha256, "conversations": len(self.conversations),
                 "prompt_sources": counts, "assistant_tokens": sum(sum(m) for m in self.masks),
-                "student_replies": self.student_replies, "options": self.options}
+                "student_replies": self.student_replies, "dropped_looping": self.dropped_looping,
+                "options": self.options}
 
 
 def assistant_mask(fmt, messages: list[dict]) -> tuple[list[int], list[bool]]:
@@ -239,7 +251,7 @@ def for_config(teacher: Model, cfg, gguf_path: str | Path | None = None, progres
                                  magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens, progress=progress)
     if cfg.student_share and student is not None:
         data = with_student_replies(data, student, cfg.student_share, cfg.seed, cfg.reply_tokens, progress)
-    return data
+    return data.without_loops() if cfg.drop_looping else data
 
 
 def with_student_replies(data: TeacherData, student: Model, share: float, seed: int, reply_tokens: int,

@@ -34,6 +34,9 @@ TEACHER_DATA_OPTIONS = [
                  "itself from its chat template's user prefix (Magpie) [default: 0.25]."),
     click.option("--student-share", type=float, help="With --teacher-data: the share of replies sampled from the "
                  "student (before training) instead, scored by the teacher's logits (on-policy, GKD-style) [default: 0]."),
+    click.option("--drop-looping", is_flag=True, default=None, help="With --teacher-data: leave out the "
+                 "conversations whose reply loops (a 6-word run said 3+ times: the teacher's own degenerate replies), "
+                 "so that the student does not learn them."),
     click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), help=PRECISION_HELP + " [default: auto]"),
 ]
 
@@ -45,10 +48,12 @@ def teacher_data_options(fn):
 
 
 def apply_teacher_data(cfg, teacher_data=None, prompts=None, magpie_share=None, student_share=None,
-                       precision=None) -> None:
-    """The --teacher-data / --prompts / --magpie-share / --student-share / --precision values over a DistillConfig."""
+                       drop_looping=None, precision=None) -> None:
+    """The --teacher-data / --prompts / --magpie-share / --student-share / --drop-looping / --precision values over
+    a DistillConfig (a flag left off keeps the recipe's value)."""
     for key, value in (("teacher_data", teacher_data), ("prompts", prompts), ("magpie_share", magpie_share),
-                       ("student_share", student_share), ("precision", precision)):
+                       ("student_share", student_share), ("drop_looping", drop_looping),
+                       ("precision", precision)):
         if value is not None:
             setattr(cfg, key, value)
 

@@ -2,10 +2,12 @@
 torch reference's through Chat), Magpie user turns, prompts files, the cache and its hash, the assistant mask."""
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
 from edgechat.app.chat import Chat
+from edgechat.app.loops import loops
 from edgechat.app.sampling import SamplingParams
 from edgechat.app.teacher_data import (assistant_mask, corpus_prompts, read_prompts, replies, teacher_conversations,
                                       user_prefix)
@@ -135,3 +137,18 @@ def test_student_share_replaces_replies_with_the_students(stories_model, stories
     for convo, ids, mask in zip(mixed.conversations, mixed.sequences, mixed.masks):
         assert (ids, mask) == assistant_mask(fmt, convo)
     assert mixed.sha256 == stories_data.sha256  # the cached teacher set is untouched
+
+
+def test_without_loops_drops_exactly_the_looping_replies(stories_data):
+    convos = [list(c) for c in stories_data.conversations]
+    convos[1] = [convos[1][0], {"role": "assistant", "content": "I'm here to help you with your project. " * 3}]
+    data = replace(stories_data, conversations=convos)
+    keep = [i for i, c in enumerate(convos) if not loops(c[1]["content"])]
+    assert 1 not in keep and 0 < len(keep) < len(convos)
+    kept = data.without_loops()
+    assert kept.conversations == [convos[i] for i in keep]
+    assert kept.sequences == [data.sequences[i] for i in keep] and kept.masks == [data.masks[i] for i in keep]
+    assert kept.sources == [data.sources[i] for i in keep]
+    assert kept.dropped_looping == len(convos) - len(keep) == kept.record()["dropped_looping"]
+    assert kept.record()["conversations"] == len(keep) and kept.sha256 == stories_data.sha256
+    assert kept.without_loops().dropped_looping == kept.dropped_looping  # nothing left to drop

@@ -16,10 +16,13 @@ def edgechat(*args, cache):
 
 
 def test_convert_on_teacher_data_records_hash_and_precision(stories_dir, tmp_path):
+    """--drop-looping: the conversations whose reply loops are left out of training, the cached set is whole."""
+    from edgechat.app.loops import loops
+
     out = tmp_path / "out"
     proc = edgechat("convert", str(stories_dir), "-o", str(out), "--quant", "f32", "--no-eval", "--prune-ffn", "0.5",
                     "--distill-steps", "4", "--teacher-data", "12", "--magpie-share", "0.25", "--precision", "fp32",
-                    cache=tmp_path / "cache")
+                    "--drop-looping", cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     # half the MLP with 4 steps: the user is told at once that so few tokens do not recover it
     c = json.loads((out / "edgechat.json").read_text())["compression"]
@@ -27,12 +30,15 @@ def test_convert_on_teacher_data_records_hash_and_precision(stories_dir, tmp_pat
                         r"the source\) is likely far from the source: .*", c["budget_note"])
     assert c["budget_note"] in " ".join(proc.stderr.split())
     d = c["distill"]
-    assert d["precision"] == "fp32" and d["config"]["teacher_data"] == 12
+    assert d["precision"] == "fp32" and d["config"]["teacher_data"] == 12 and d["config"]["drop_looping"]
     td = d["teacher_data"]
     (cached,) = (tmp_path / "cache" / "teacher-data").glob("*.jsonl")
     assert td["path"] == str(cached) and td["sha256"] == file_sha256(cached)
-    assert td["conversations"] == 12 and td["prompt_sources"] == {"chitchat": 9, "magpie": 3}
-    assert len(cached.read_text().splitlines()) == 12
+    rows = [json.loads(ln) for ln in cached.read_text().splitlines()]
+    assert len(rows) == 12 and [r["source"] for r in rows].count("magpie") == 3
+    kept = [r["source"] for r in rows if not loops(r["messages"][1]["content"])]
+    assert 0 < td["dropped_looping"] == 12 - len(kept)  # stories260K loops in some of its 128-token replies
+    assert td["conversations"] == len(kept) and td["prompt_sources"] == {s: kept.count(s) for s in set(kept)}
 
 
 def test_bad_magpie_share_refused_before_model_work(stories_dir, tmp_path):
@@ -49,6 +55,7 @@ def test_help_explains_the_options():
         assert "--teacher-data INTEGER Train on N conversations whose replies the teacher writes" in text
         assert "--magpie-share FLOAT" in text and "(Magpie)" in text and "--prompts PATH" in text
         assert "--precision [auto|fp32|bf16]" in text and "AVX512-BF16/AMX" in text
+        assert "--drop-looping With --teacher-data: leave out the conversations whose reply loops" in text
     assert "--loss-chunk INTEGER" in " ".join(run_cli("distill", "--help", check=True).stdout.split())
 
 
