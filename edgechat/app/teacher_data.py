@@ -250,43 +250,10 @@ def for_config(teacher: Model, cfg, gguf_path: str | Path | None = None, progres
     data = teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
                                  magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens, progress=progress)
     if cfg.student_share and student is not None:
+        from edgechat.app.on_policy import with_student_replies
+
         data = with_student_replies(data, student, cfg.student_share, cfg.seed, cfg.reply_tokens, progress)
     return data.without_loops() if cfg.drop_looping else data
-
-
-def with_student_replies(data: TeacherData, student: Model, share: float, seed: int, reply_tokens: int,
-                         progress=None) -> TeacherData:
-    """On-policy data, GKD-style: round(share * n) of the replies re-sampled from the student (temperature 1,
-    seeded), which the teacher's logits then score in training. Sampled once, from the student as it is before
-    training (the converters cannot run an engine mid-training), and never cached: the student changes."""
-    import random
-
-    from edgechat.app.chat import Chat
-
-    if not 0 <= share <= 1:
-        raise EdgechatError(f"--student-share must be between 0 and 1, got {share}")
-    n = len(data.conversations)
-    pick = sorted(random.Random(seed).sample(range(n), round(n * share)))
-    convos, sources = [list(c) for c in data.conversations], list(data.sources)
-    advance = progress.step("student replies (on-policy)", total=len(pick)) if progress else None
-    with tempfile.TemporaryDirectory(prefix="edgechat-student-") as tmp:
-        engine = open_teacher_engine(student, None, tmp, own_file=False)
-        try:
-            chat = Chat(engine)
-            chat.probes = False
-            prompts = [chat.prompt_ids([convos[i][0]]) for i in pick]
-            params = [SamplingParams(temperature=1.0, seed=seed * 100003 + i) for i in pick]
-            for i, text in zip(pick, replies(chat, prompts, reply_tokens, params, progress=advance)):
-                if text is not None:
-                    convos[i] = [convos[i][0], {"role": "assistant", "content": text}]
-                    sources[i] += "+student"
-        finally:
-            engine.close()
-    fmt = student.chat_format()
-    encoded = [assistant_mask(fmt, c) for c in convos]
-    return TeacherData(convos, sources, [e[0] for e in encoded], [e[1] for e in encoded], data.path, data.sha256,
-                       {**data.options, "student_share": share}, data.cached,
-                       sum(s.endswith("+student") for s in sources))
 
 
 def generate(teacher, gguf_path, n_given, n_magpie, seed, given, reply_tokens, corpus_start, progress) -> list[dict]:
