@@ -67,7 +67,7 @@ def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> t
         cfg = recipe.distill
         dataset = None
         if cfg.teacher_data:
-            from edgechat.app.teacher_data import for_config
+            from edgechat.app.distill_data import for_config
 
             dataset = for_config(teacher, cfg, progress=steps, student=student)
         distill(teacher, student, cfg, progress=steps, dataset=dataset.packed(cfg.seq_len) if dataset else None)

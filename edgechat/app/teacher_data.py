@@ -242,20 +242,6 @@ def check_config(cfg) -> None:
         read_prompts(cfg.prompts)
 
 
-def for_config(teacher: Model, cfg, gguf_path: str | Path | None = None, progress=None,
-               student: Model | None = None) -> TeacherData:
-    """The set a converters.distill.DistillConfig asks for (cfg.teacher_data conversations), with
-    cfg.student_share of the replies sampled from `student`."""
-    check_config(cfg)
-    data = teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
-                                 magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens, progress=progress)
-    if cfg.student_share and student is not None:
-        from edgechat.app.on_policy import with_student_replies
-
-        data = with_student_replies(data, student, cfg.student_share, cfg.seed, cfg.reply_tokens, progress)
-    return data.without_loops() if cfg.drop_looping else data
-
-
 def generate(teacher, gguf_path, n_given, n_magpie, seed, given, reply_tokens, corpus_start, progress) -> list[dict]:
     from edgechat.app.chat import Chat
 

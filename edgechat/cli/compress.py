@@ -63,7 +63,7 @@ def distill_dataset(teacher, cfg, progress=None, rank: int = 0, world: int = 1, 
     generates it and the others read it from the cache."""
     if not cfg.teacher_data:
         return None
-    from edgechat.app.teacher_data import for_config
+    from edgechat.app.distill_data import for_config
 
     if world > 1 and rank != 0:
         import torch

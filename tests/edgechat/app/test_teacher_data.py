@@ -123,7 +123,7 @@ def test_empty_prompts_file_refused(tmp_path):
 
 def test_student_share_replaces_replies_with_the_students(stories_model, stories_data):
     """On-policy (GKD-style): half the replies sampled from the pruned student, the rest still the teacher's."""
-    from edgechat.app.on_policy import with_student_replies
+    from edgechat.app.distill_data import with_student_replies
     from tests.converters.test_distill import pruned_student
 
     student = pruned_student(stories_model)

@@ -1,14 +1,29 @@
-"""On-policy distillation data, GKD-style: a share of the teacher-written set's replies sampled from the student
-instead, which the teacher's logits then score in training (edgechat.app.teacher_data makes the set)."""
+"""The data a distillation config trains on: the teacher-written set (edgechat.app.teacher_data), optionally with
+a share of its replies sampled from the student instead (on-policy, GKD-style: the teacher's logits then score
+them) and without the conversations whose reply loops."""
 from __future__ import annotations
 
 import random
 import tempfile
+from pathlib import Path
 
 from edgechat.app.sampling import SamplingParams
-from edgechat.app.teacher_data import TeacherData, assistant_mask, open_teacher_engine, replies
+from edgechat.app.teacher_data import (TeacherData, assistant_mask, check_config, open_teacher_engine, replies,
+                                      teacher_conversations)
 from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
+
+
+def for_config(teacher: Model, cfg, gguf_path: str | Path | None = None, progress=None,
+               student: Model | None = None) -> TeacherData:
+    """The set a converters.distill.DistillConfig asks for (cfg.teacher_data conversations), with
+    cfg.student_share of the replies sampled from `student`."""
+    check_config(cfg)
+    data = teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
+                                 magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens, progress=progress)
+    if cfg.student_share and student is not None:
+        data = with_student_replies(data, student, cfg.student_share, cfg.seed, cfg.reply_tokens, progress)
+    return data.without_loops() if cfg.drop_looping else data
 
 
 def with_student_replies(data: TeacherData, student: Model, share: float, seed: int, reply_tokens: int,
