@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edgechat.app.loops import loops
 from edgechat.app.sampling import Sampler, SamplingParams
 from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
@@ -47,9 +48,10 @@ class TeacherData:
 
     def without_loops(self) -> TeacherData:
         """The set without the conversations whose reply loops (edgechat.app.loops); the cached file is untouched."""
-        from edgechat.app.loops import loops
-
         keep = [i for i, c in enumerate(self.conversations) if not any(loops(m["content"]) for m in c[1:])]
+        if not keep:
+            raise EdgechatError(f"every one of the {len(self.conversations)} teacher-written replies loops: nothing is "
+                                "left to train on without them (leave --drop-looping off)")
         pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
         return replace(self, conversations=pick(self.conversations), sources=pick(self.sources),
                        sequences=pick(self.sequences), masks=pick(self.masks),

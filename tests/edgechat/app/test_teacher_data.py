@@ -152,3 +152,8 @@ def test_without_loops_drops_exactly_the_looping_replies(stories_data):
     assert kept.dropped_looping == len(convos) - len(keep) == kept.record()["dropped_looping"]
     assert kept.record()["conversations"] == len(keep) and kept.sha256 == stories_data.sha256
     assert kept.without_loops().dropped_looping == kept.dropped_looping  # nothing left to drop
+    every = replace(stories_data, conversations=[[c[0], convos[1][1]] for c in convos])
+    message = (f"every one of the {len(convos)} teacher-written replies loops: nothing is left to train on without "
+               "them (leave --drop-looping off)")
+    with pytest.raises(EdgechatError, match=re.escape(message)):
+        every.without_loops()
