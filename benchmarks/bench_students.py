@@ -49,9 +49,10 @@ def spec(name: str) -> tuple[str, float]:
     return STRATEGIES[m.group(1)], int(m.group(2)) / 100
 
 
-def teacher_chats(teacher, n: int, held_out: bool, magpie_share: float = MAGPIE_SHARE):
+def teacher_chats(teacher, n: int, held_out: bool, magpie_share: float = MAGPIE_SHARE, drop_looping: bool = False):
     """Teacher-written conversations (cached by edgechat.app.teacher_data): training ones from the start of the
-    chit-chat corpus with a share of Magpie prompts; held-out ones from the held-out range, no Magpie."""
+    chit-chat corpus with a share of Magpie prompts (drop_looping: without those whose reply loops); held-out ones
+    from the held-out range, no Magpie."""
     from edgechat.app.teacher_data import teacher_conversations
     from edgechat.core.data import HELD_OUT_START
     from edgechat.reports.progress import Steps
@@ -59,7 +60,8 @@ def teacher_chats(teacher, n: int, held_out: bool, magpie_share: float = MAGPIE_
     if held_out:
         return teacher_conversations(teacher, n=n, seed=1, magpie_share=0.0, corpus_start=HELD_OUT_START,
                                      progress=Steps())
-    return teacher_conversations(teacher, n=n, seed=0, magpie_share=magpie_share, progress=Steps())
+    chats = teacher_conversations(teacher, n=n, seed=0, magpie_share=magpie_share, progress=Steps())
+    return chats.without_loops() if drop_looping else chats
 
 
 def chosen_before(name: str, committed: dict):
@@ -102,12 +104,11 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
                                   "pruned")}
     rec["after"] = {"from": args.after.name, "distill": before["distill"], "distilled": before["distilled"]}
     chats = teacher_chats(teacher, before["teacher_data"]["options"]["n"], held_out=False,
-                          magpie_share=before["teacher_data"]["options"].get("magpie_share", MAGPIE_SHARE))
+                          magpie_share=before["teacher_data"]["options"].get("magpie_share", MAGPIE_SHARE),
+                          drop_looping=args.drop_looping)
     if chats.sha256 != before["teacher_data"]["sha256"]:
         raise SystemExit(f"--after {args.after}: its teacher-written set ({before['teacher_data']['path']}) is "
                          "not the one made now")
-    if args.drop_looping:
-        chats = chats.without_loops()
     rec["teacher_data"] = chats.record()
     start = load_model(args.after / "distilled")
     student, rec["distill"] = distill_for(teacher, start, args.minutes, f"{key} after {args.after.name}",
@@ -158,9 +159,8 @@ def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict
     print(f"[{name}/{data}] pruned: {rec['params'] / 1e6:.1f}M params, {rec['pruned']}", file=sys.stderr)
     dataset = None
     if data == "teacher":
-        chats = teacher_chats(teacher, args.teacher_data, held_out=False, magpie_share=args.magpie_share)
-        if args.drop_looping:
-            chats = chats.without_loops()
+        chats = teacher_chats(teacher, args.teacher_data, held_out=False, magpie_share=args.magpie_share,
+                              drop_looping=args.drop_looping)
         dataset = chats.packed(distill_config().seq_len)
         rec["teacher_data"] = chats.record()
     student, rec["distill"] = distill_for(teacher, pruned, args.minutes, f"{name}/{data}", dataset,
