@@ -97,7 +97,8 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
     from edgechat.core.sources import load_model
 
     key = f"{before['name']}/{before['data']}"
-    home = CACHE / "students" / f"{args.after.name}+{args.minutes:g}min{recipe_suffix(args)}"
+    budget = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
+    home = CACHE / "students" / f"{args.after.name}+{budget}{recipe_suffix(args)}"
     if (home / "record.json").exists():
         return key, json.loads((home / "record.json").read_text())
     rec = {k: before[k] for k in ("name", "data", "strategy", "target_frac", "chosen", "params", "params_frac",
@@ -109,11 +110,18 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
     if chats.sha256 != before["teacher_data"]["sha256"]:
         raise SystemExit(f"--after {args.after}: its teacher-written set ({before['teacher_data']['path']}) is "
                          "not the one made now")
-    rec["teacher_data"] = chats.record()
     start = load_model(args.after / "distilled")
+    seed = 1 + args.after.name.count("+")
+    if args.student_share:
+        from edgechat.app.distill_data import with_student_replies
+        from edgechat.reports.progress import Steps
+
+        chats = with_student_replies(chats, start, args.student_share, seed, chats.options.get("reply_tokens", 128),
+                                     Steps(), greedy=bool(args.alpha_ul))
+    rec["teacher_data"] = chats.record()
     student, rec["distill"] = distill_for(teacher, start, args.minutes, f"{key} after {args.after.name}",
-                                          chats.packed(distill_config().seq_len), seed=1 + args.after.name.count("+"),
-                                          alpha_ce=args.alpha_ce, lr=args.lr)
+                                          chats.packed(distill_config().seq_len), seed=seed,
+                                          alpha_ce=args.alpha_ce, lr=args.lr, alpha_ul=args.alpha_ul, steps=args.steps)
     return key, finish_student(student, teacher, rec, evals, home, key)
 
 
@@ -132,9 +140,11 @@ def finish_student(student, teacher, rec: dict, evals, home: Path, key: str) -> 
 
 def recipe_suffix(args) -> str:
     """Cache names of students trained with another peak learning rate, with cross-entropy next to the KL or
-    without the looping teacher replies (older names: DEFAULT_LR, KL only, every reply)."""
+    without the looping teacher replies, with the student's own replies and unlikelihood (older names: DEFAULT_LR,
+    KL only, every reply, none of the student's)."""
     return ((f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (f"-ce{args.alpha_ce:g}" if args.alpha_ce else "")
-            + ("-noloops" if args.drop_looping else ""))
+            + ("-noloops" if args.drop_looping else "") + (f"-own{args.student_share:g}" if args.student_share else "")
+            + (f"-ul{args.alpha_ul:g}" if args.alpha_ul else ""))
 
 
 def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:
@@ -179,6 +189,12 @@ def main():
     ap.add_argument("--alpha-ce", type=float, default=0.0,
                     help="weight of cross-entropy on the data's tokens (the teacher's greedy replies) next to the KL")
     ap.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate (warm-up, cosine decay)")
+    ap.add_argument("--student-share", type=float, default=0.0,
+                    help="--after only: the share of replies the student writes itself (sampled; greedy with --alpha-ul)")
+    ap.add_argument("--alpha-ul", type=float, default=0.0,
+                    help="weight of unlikelihood on the repeats in the student's own looping replies (--student-share)")
+    ap.add_argument("--steps", type=int, help="--after only: distil for exactly this many steps instead of --minutes' "
+                                              "worth (to compare recipes at equal steps)")
     ap.add_argument("--drop-looping", action="store_true",
                     help="leave the teacher-written conversations whose reply loops out of the training set")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
@@ -191,6 +207,10 @@ def main():
                                                 "distil for --minutes more on its teacher set, instead of the grid")
     args = ap.parse_args()
     before = None
+    if (args.student_share or args.steps) and not args.after:
+        ap.error("--student-share and --steps go with --after (a continued student)")
+    if args.alpha_ul and not args.student_share:
+        ap.error("--alpha-ul needs --student-share: it pushes down the repeats in the student's own replies")
     if args.after:
         try:
             before = cached_record(args.after)
@@ -259,13 +279,21 @@ def main():
     ce_text = f" + {args.alpha_ce:g} x cross-entropy on the data's tokens" if args.alpha_ce else ""
     n_drop = [r["teacher_data"].get("dropped_looping", 0) for r in recs.values() if "teacher_data" in r]
     dropped = f", those whose reply loops left out ({max(n_drop)})" if args.drop_looping and n_drop else ""
+    if args.student_share:
+        own = next(r["teacher_data"] for r in recs.values() if "teacher_data" in r)
+        dropped += (f"; {own['student_replies']} of them ({args.student_share:.0%}) answered by the student itself "
+                    f"before training instead ({'greedy' if args.alpha_ul else 'sampled at T=1'}), the teacher's "
+                    "KL on them and no cross-entropy" + (f"; the {own['avoid_tokens']} tokens that carry the repeats "
+                    f"of its looping replies get {args.alpha_ul:g} x unlikelihood instead" if args.alpha_ul else ""))
+    budget = (f"{args.steps} steps (fixed) on {THREADS} threads per student" if args.steps else
+              f"{args.minutes:g} min of quiet steps on {THREADS} threads per student (the step timed on the student "
+              "first)")
     td = {"n": args.teacher_data, "magpie_share": args.magpie_share,  # --after: the student's own set
           **next((r["teacher_data"]["options"] for r in recs.values() if "teacher_data" in r), {})}
     md = (f"Teacher: SmolLM2-135M-Instruct (embedded GGUF, dequantized to fp32): {t_tok:.1f} decode tok/s at "
           f"Q4_K_M; perplexity {base['teacher chats']['ppl']:.3f} on {HELD_OUT} held-out teacher-answered chats, "
           f"{base['DailyDialog']['ppl']:.2f} on {args.dialogues} DailyDialog test dialogues. Distillation: "
-          f"{args.minutes:g} min of quiet steps on {THREADS} threads per student (the step timed on the student "
-          f"first), sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, KL at "
+          f"{budget}, sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, KL at "
           f"T={recipe.temperature:g}{ce_text} on the assistant's tokens (teacher data) or every token "
           f"(chit-chat), AdamW lr {args.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has "
           f"it). Teacher data: {td['n']} conversations ({td['magpie_share']:.0%} Magpie prompts), replies greedy "

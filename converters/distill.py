@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from converters.distill_loss import chunked_loss, kd_loss, reference_loss  # noqa: F401 (kd_loss: public)
+from converters.distill_loss import chunked_loss, kd_loss, reference_loss, unlikelihood  # noqa: F401 (kd_loss: public)
 from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
 
@@ -32,6 +32,8 @@ class DistillConfig:
     seq_len: int = 256
     temperature: float = 1.0
     alpha_ce: float = 0.0  # weight of next-token cross-entropy on the data
+    alpha_ul: float = 0.0  # weight of unlikelihood on the tokens the data marks to avoid (Packed.avoid), there
+    # instead of the KL: the repeats in the student's own looping replies (needs student_share)
     beta_hidden: float = 0.0  # weight of the final hidden-state MSE (needs equal hidden sizes)
     seed: int = 0
     data: str | None = None  # text/JSONL/DailyDialog file; default: chit-chat conversations
@@ -61,22 +63,30 @@ def dist_info() -> tuple[int, int]:
 @dataclass
 class Packed:
     """Training sequences [N, seq_len]; mask [N, seq_len] True on the tokens the loss counts (predicting them),
-    None: every token."""
+    None: every token; student [N, seq_len] True on tokens the student wrote (on-policy replies: the KL, no
+    cross-entropy, whose target would be the student's own token); avoid [N, seq_len] True on tokens to push down
+    (unlikelihood) rather than match."""
     tokens: torch.Tensor
     mask: torch.Tensor | None = None
+    student: torch.Tensor | None = None
+    avoid: torch.Tensor | None = None
 
 
-def pack_sequences(seqs: list[list[int]], masks: list[list[bool]] | None, seq_len: int) -> Packed:
-    """Token sequences (and their loss masks) concatenated and cut into [N, seq_len] rows."""
+def pack_sequences(seqs: list[list[int]], masks: list[list[bool]] | None, seq_len: int,
+                   student: list[list[bool]] | None = None, avoid: list[list[bool]] | None = None) -> Packed:
+    """Token sequences (and their per-token marks: loss mask, student-written, avoid) concatenated and cut into
+    [N, seq_len] rows."""
     stream = [t for s in seqs for t in s]
     n = len(stream) // seq_len
     if n == 0:
         raise EdgechatError(f"the distillation data holds {len(stream)} tokens, fewer than one sequence of {seq_len}")
-    tokens = torch.tensor(stream[: n * seq_len]).view(n, seq_len)
-    if masks is None:
-        return Packed(tokens)
-    flat = [m for ms in masks for m in ms]
-    return Packed(tokens, torch.tensor(flat[: n * seq_len], dtype=torch.bool).view(n, seq_len))
+
+    def rows(marks):
+        if marks is None:
+            return None
+        return torch.tensor([m for ms in marks for m in ms][: n * seq_len], dtype=torch.bool).view(n, seq_len)
+
+    return Packed(torch.tensor(stream[: n * seq_len]).view(n, seq_len), rows(masks), rows(student), rows(avoid))
 
 
 def training_tokens(teacher: Model, cfg: DistillConfig) -> Packed:
@@ -213,6 +223,12 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
             rows = mine[a * cfg.micro_batch:(a + 1) * cfg.micro_batch]
             tokens = data[rows].to(dev)
             sel, targets = loss_positions(packed.mask[rows].to(dev) if packed.mask is not None else None, tokens)
+            ul = None
+            if cfg.alpha_ul and packed.avoid is not None:  # the avoided tokens get unlikelihood, not the KL
+                ul = loss_positions(packed.avoid[rows].to(dev), tokens)[0]
+                sel, avoided = sel & ~ul, targets[ul]
+            if packed.student is not None:  # no cross-entropy towards the student's own tokens
+                targets[loss_positions(packed.student[rows].to(dev), tokens)[0]] = -1
             with torch.no_grad(), autocast():
                 t_hidden = teacher.module(tokens, hidden=True)
             sync = a == cfg.grad_accum - 1 or world == 1
@@ -225,6 +241,8 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
                     loss, kl = chunked_loss(*args, chunk=cfg.loss_chunk, dtype=torch.bfloat16 if bf16 else torch.float32)
                 else:
                     loss, kl = reference_loss(*args)
+                if ul is not None and ul.any():
+                    loss = loss + cfg.alpha_ul * unlikelihood(module.lm_head(s_hidden[ul]), avoided)
                 if cfg.beta_hidden:
                     loss = loss + cfg.beta_hidden * F.mse_loss(s_hidden.float(), t_hidden.float())
                 (loss / cfg.grad_accum).backward()

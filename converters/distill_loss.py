@@ -16,14 +16,23 @@ def kd_loss(s_logits, t_logits, temperature: float) -> torch.Tensor:
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * t * t
 
 
+def unlikelihood(logits, tokens) -> torch.Tensor:
+    """Mean over positions of -log(1 - p(token)) (unlikelihood, Welleck et al. 2019): pushes the given tokens
+    down, e.g. the student's own repeats in a looping reply, where the teacher, shown the loop, would continue it
+    too. log(1 - p) is computed as logsumexp over the other tokens - logsumexp over all, exact for p near 1."""
+    logits = logits.float()
+    others = logits.scatter(-1, tokens[:, None], float("-inf"))
+    return (logits.logsumexp(-1) - others.logsumexp(-1)).mean()
+
+
 def reference_loss(s_hidden, t_hidden, s_head, t_head, targets, temperature: float, alpha_ce: float):
     """Whole-batch logits (the fp32 trainer): hidden [N, D] at the chosen positions; targets [N], -1 where the
     next token is unknown (no cross-entropy there). Returns (loss, kl)."""
     s_logits, t_logits = s_head(s_hidden), t_head(t_hidden)
     kl = kd_loss(s_logits, t_logits, temperature)
     loss = kl
-    if alpha_ce:
-        ok = targets >= 0
+    ok = targets >= 0
+    if alpha_ce and ok.any():  # none: every position's next token is unknown or the student's own
         loss = loss + alpha_ce * F.cross_entropy(s_logits[ok].float(), targets[ok])
     return loss, kl
 

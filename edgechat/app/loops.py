@@ -15,3 +15,18 @@ def loops(text: str, words: int = LOOP_WORDS, times: int = LOOP_TIMES) -> bool:
     w = re.findall(r"\w+", text.lower())
     runs = Counter(tuple(w[i:i + words]) for i in range(len(w) - words + 1))
     return max(runs.values(), default=0) >= times
+
+
+REPEAT_TOKENS = 4  # unlikelihood's n-gram (Welleck et al. 2019 use 4)
+
+
+def repeats(ids: list[int], counted: list[bool], n: int = REPEAT_TOKENS) -> list[bool]:
+    """True on each counted token that ends an n-token run of counted tokens seen earlier in `ids`: the tokens
+    that carry a loop on, which unlikelihood training pushes down."""
+    seen, out = set(), [False] * len(ids)
+    for j in range(n - 1, len(ids)):
+        if all(counted[j - n + 1:j + 1]):
+            run = tuple(ids[j - n + 1:j + 1])
+            out[j] = run in seen
+            seen.add(run)
+    return out

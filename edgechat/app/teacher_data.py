@@ -39,22 +39,27 @@ class TeacherData:
     cached: bool = False
     student_replies: int = 0  # replies sampled from the student (on-policy, GKD-style), not part of the cached set
     dropped_looping: int = 0  # conversations left out because the reply loops (without_loops)
+    avoid: list[list[bool]] | None = None  # True on tokens to push down (the repeats in looping student replies)
 
     def packed(self, seq_len: int):
         """The sequences and masks as converters.distill trains on them."""
         from converters.distill import pack_sequences
 
-        return pack_sequences(self.sequences, self.masks, seq_len)
+        student = [[m and src.endswith("+student") for m in mask] for mask, src in zip(self.masks, self.sources)]
+        return pack_sequences(self.sequences, self.masks, seq_len, student, self.avoid)
 
     def without_loops(self) -> TeacherData:
-        """The set without the conversations whose reply loops (edgechat.app.loops); the cached file is untouched."""
-        keep = [i for i, c in enumerate(self.conversations) if not any(loops(m["content"]) for m in c[1:])]
+        """The set without the conversations whose teacher-written reply loops (edgechat.app.loops; the student's
+        own replies stay: their loops are what unlikelihood trains against); the cached file is untouched."""
+        keep = [i for i, c in enumerate(self.conversations)
+                if self.sources[i].endswith("+student") or not any(loops(m["content"]) for m in c[1:])]
         if not keep:
             raise EdgechatError(f"every one of the {len(self.conversations)} teacher-written replies loops: nothing is "
                                 "left to train on without them (leave --drop-looping off)")
         pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
         return replace(self, conversations=pick(self.conversations), sources=pick(self.sources),
                        sequences=pick(self.sequences), masks=pick(self.masks),
+                       avoid=pick(self.avoid) if self.avoid is not None else None,
                        dropped_looping=self.dropped_looping + len(self.conversations) - len(keep))
 
     def record(self) -> dict:
@@ -63,6 +68,7 @@ class TeacherData:
         return {"path": self.path, "sha256": self.sha256, "conversations": len(self.conversations),
                 "prompt_sources": counts, "assistant_tokens": sum(sum(m) for m in self.masks),
                 "student_replies": self.student_replies, "dropped_looping": self.dropped_looping,
+                "avoid_tokens": sum(map(sum, self.avoid)) if self.avoid is not None else 0,
                 "options": self.options}
 
 
@@ -235,6 +241,11 @@ def teacher_conversations(teacher: Model, gguf_path: str | Path | None = None, n
 
 def check_config(cfg) -> None:
     """A DistillConfig's teacher-data options, checked before any model work."""
+    if cfg.alpha_ul < 0:
+        raise EdgechatError(f"--alpha-ul must be at least 0, got {cfg.alpha_ul}")
+    if cfg.alpha_ul and not (cfg.teacher_data and cfg.student_share):
+        raise EdgechatError("--alpha-ul needs --teacher-data and --student-share: it pushes down the repeats in the "
+                            "student's own greedy replies")
     if not cfg.teacher_data:
         return
     if cfg.data:

@@ -34,6 +34,9 @@ TEACHER_DATA_OPTIONS = [
                  "itself from its chat template's user prefix (Magpie) [default: 0.25]."),
     click.option("--student-share", type=float, help="With --teacher-data: the share of replies sampled from the "
                  "student (before training) instead, scored by the teacher's logits (on-policy, GKD-style) [default: 0]."),
+    click.option("--alpha-ul", type=float, help="With --student-share: the student's replies are its greedy ones, "
+                 "and the tokens that carry a looping reply's repeats are pushed down (unlikelihood, this weight) "
+                 "instead of matched to the teacher, who would continue the loop too [default: 0]."),
     click.option("--drop-looping", is_flag=True, default=None, help="With --teacher-data: leave out the "
                  "conversations whose reply loops (a 6-word run said 3+ times: the teacher's own degenerate replies), "
                  "so that the student does not learn them."),
@@ -47,12 +50,12 @@ def teacher_data_options(fn):
     return fn
 
 
-def apply_teacher_data(cfg, teacher_data=None, prompts=None, magpie_share=None, student_share=None,
+def apply_teacher_data(cfg, teacher_data=None, prompts=None, magpie_share=None, student_share=None, alpha_ul=None,
                        drop_looping=None, precision=None) -> None:
-    """The --teacher-data / --prompts / --magpie-share / --student-share / --drop-looping / --precision values over
-    a DistillConfig (a flag left off keeps the recipe's value)."""
+    """The --teacher-data / --prompts / --magpie-share / --student-share / --alpha-ul / --drop-looping /
+    --precision values over a DistillConfig (a flag left off keeps the recipe's value)."""
     for key, value in (("teacher_data", teacher_data), ("prompts", prompts), ("magpie_share", magpie_share),
-                       ("student_share", student_share), ("drop_looping", drop_looping),
+                       ("student_share", student_share), ("alpha_ul", alpha_ul), ("drop_looping", drop_looping),
                        ("precision", precision)):
         if value is not None:
             setattr(cfg, key, value)
@@ -122,10 +125,9 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
                         checkpoint_every=checkpoint_every, device=device, loss_chunk=loss_chunk)
     apply_teacher_data(cfg, **tdata)
     train_precision(cfg)  # a bad value fails here, before the models load
-    if cfg.teacher_data:
-        from edgechat.app.teacher_data import check_config
+    from edgechat.app.teacher_data import check_config
 
-        check_config(cfg)
+    check_config(cfg)
     t_model, s_model = load_model(teacher), load_model(student)
     if budget_minutes is not None:
         from converters.budget import plan_budget

@@ -139,6 +139,28 @@ def test_student_share_replaces_replies_with_the_students(stories_model, stories
     assert mixed.sha256 == stories_data.sha256  # the cached teacher set is untouched
 
 
+def test_greedy_student_replies_mark_the_repeats_of_their_loops(stories_model, stories_data):
+    """For unlikelihood: the student's replies are its greedy ones, and in each that loops the tokens that carry a
+    4-token run again are marked to avoid; every other token is not. The loop filter keeps them."""
+    from edgechat.app.distill_data import with_student_replies
+    from edgechat.app.loops import repeats
+    from tests.converters.test_distill import pruned_student
+
+    student = pruned_student(stories_model)
+    mixed = with_student_replies(stories_data, student, 1.0, seed=0, reply_tokens=32, greedy=True)
+    reference = Chat(TorchEngine(student), temperature=0.0, max_tokens=32)
+    looping = 0
+    for convo, ids, mask, avoid in zip(mixed.conversations, mixed.sequences, mixed.masks, mixed.avoid):
+        reference.reset()
+        assert reference.send(convo[0]["content"]).text == convo[1]["content"]
+        looping += loops(convo[1]["content"])
+        assert avoid == (repeats(ids, mask) if loops(convo[1]["content"]) else [False] * len(ids))
+    assert looping > 0 and mixed.record()["avoid_tokens"] == sum(map(sum, mixed.avoid)) > 0
+    assert mixed.options["student_greedy"] and mixed.without_loops().conversations == mixed.conversations
+    packed = mixed.packed(64)
+    assert packed.avoid.sum() > 0 and packed.student.sum() == packed.mask.sum()  # every reply the student's
+
+
 def test_without_loops_drops_exactly_the_looping_replies(stories_data):
     convos = [list(c) for c in stories_data.conversations]
     convos[1] = [convos[1][0], {"role": "assistant", "content": "I'm here to help you with your project. " * 3}]

@@ -56,6 +56,7 @@ def test_help_explains_the_options():
         assert "--magpie-share FLOAT" in text and "(Magpie)" in text and "--prompts PATH" in text
         assert "--precision [auto|fp32|bf16]" in text and "AVX512-BF16/AMX" in text
         assert "--drop-looping With --teacher-data: leave out the conversations whose reply loops" in text
+        assert "--alpha-ul FLOAT With --student-share: the student's replies are its greedy ones" in text
     assert "--loss-chunk INTEGER" in " ".join(run_cli("distill", "--help", check=True).stdout.split())
 
 
@@ -65,11 +66,25 @@ def test_bad_recipe_values_refused_before_model_work(stories_dir, tmp_path):
     for section, message in (
             ('precision = "fp16"', "unknown distillation precision 'fp16': use auto, fp32, bf16"),
             ('teacher_data = 8\nstudent_share = 1.5', "--student-share must be between 0 and 1, got 1.5"),
+            ('teacher_data = 8\nalpha_ul = 1.0', "--alpha-ul needs --teacher-data and --student-share: it pushes "
+                                                  "down the repeats in the student's own greedy replies"),
+            ('alpha_ul = -1.0', f"{tmp_path / 'recipe.toml'}: 'distill.alpha_ul' must be >= 0, got -1.0"),
             (f'teacher_data = 8\ndata = "{data}"', "give the distillation either a data file or --teacher-data, not both"),
             ('teacher_data = 8\nprompts = "/nonexistent/p.txt"', "no such prompts file: /nonexistent/p.txt")):
         recipe = tmp_path / "recipe.toml"
         recipe.write_text(f"[prune]\nffn = 0.5\n\n[distill]\nsteps = 2\n{section}\n")
         proc = edgechat("convert", str(stories_dir), "-o", str(tmp_path / "out"), "--recipe", str(recipe),
+                        cache=tmp_path / "cache")
+        assert (proc.returncode, proc.stderr.strip()) == (2, f"edgechat: error: {message}")
+        assert not (tmp_path / "out").exists()
+
+
+def test_alpha_ul_flag_checked_before_model_work(stories_dir, tmp_path):
+    for flags, message in ((["--alpha-ul", "-1"], "--alpha-ul must be at least 0, got -1.0"),
+                           (["--alpha-ul", "1", "--teacher-data", "8"],
+                            "--alpha-ul needs --teacher-data and --student-share: it pushes down the repeats in the "
+                            "student's own greedy replies")):
+        proc = edgechat("distill", str(stories_dir), str(stories_dir), "-o", str(tmp_path / "out"), *flags,
                         cache=tmp_path / "cache")
         assert (proc.returncode, proc.stderr.strip()) == (2, f"edgechat: error: {message}")
         assert not (tmp_path / "out").exists()
