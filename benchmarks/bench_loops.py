@@ -1,0 +1,109 @@
+r"""How often the teacher and the cached students loop (issue 13's "no degenerate loops"), on more prompts than
+bench_students' six: greedy answers (Q4_K_M, llama.cpp, 80 tokens at most, as bench_students) to the "Paris"
+question and the first turns of all 80 MT-Bench questions, each checked for a 6-word run said 3 times
+(edgechat.app.loops). Six prompts cannot tell recipes apart; 80 can tell a student from its teacher.
+
+For each student's looping answers it also reads, with the fp32 models, the probability the teacher and the
+student give each token that repeats an earlier 8-token run of the reply: whether the teacher, shown the
+student's loop, would continue it too (then KL to the teacher on the student's own replies cannot undo it).
+
+    .venv/bin/python benchmarks/bench_loops.py                      # the d85 students
+    .venv/bin/python benchmarks/bench_loops.py --students 'd8*,w*' --name bench_loops-more
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_compress import PARIS, answers, export_q4km  # noqa: E402
+from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
+
+from edgechat.app.loops import LOOP_TIMES, LOOP_WORDS, loops  # noqa: E402
+
+REPEAT = 8  # tokens: a token repeats when it ends an 8-token run seen earlier in the same reply
+
+
+def repeat_probs(teacher, student, question: str, answer: str) -> list[tuple[float, float]]:
+    """(teacher p, student p) of each token of the reply that ends a REPEAT-token run seen earlier in it."""
+    import torch
+
+    ids, spans = teacher.chat_format().assistant_spans([{"role": "user", "content": question},
+                                                        {"role": "assistant", "content": answer}])
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        pt, ps = (torch.softmax(m.module(x)[0].float(), -1) for m in (teacher, student))
+    start, end = spans[0]
+    seen, out = set(), []
+    for j in range(start + REPEAT, end):
+        run = tuple(ids[j - REPEAT:j + 1])
+        if run in seen:
+            out.append((float(pt[j - 1, ids[j]]), float(ps[j - 1, ids[j]])))
+        seen.add(run)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--students", default="d85*", help="comma list of globs of cached student folders in "
+                                                      "benchmarks/.cache/students")
+    ap.add_argument("--name", default="bench_loops")
+    args = ap.parse_args()
+
+    import torch
+
+    from edgechat.core.sources import load_model
+
+    torch.set_num_threads(THREADS)
+    homes = sorted({p for g in args.students.split(",") for p in (CACHE / "students").glob(g)
+                    if (p / "record.json").exists()})
+    if not homes:
+        raise SystemExit(f"--students {args.students!r}: no cached student in {CACHE / 'students'}")
+    bench = Bench(args.name)
+    teacher = load_model(None)
+    mt = [json.loads(ln)["turns"][0] for ln in (DATA / "mt_bench" / "mt_bench_question.jsonl").read_text().splitlines()]
+    questions = [PARIS] + [(None, q) for q in mt]
+    models = {"teacher": (export_q4km(teacher, CACHE / "compress" / "teacher"), None)}
+    for h in homes:
+        rec = json.loads((h / "record.json").read_text())
+        models[h.name] = (Path(rec["gguf"]), rec)
+    res, rows = {}, []
+    for k, (gguf, rec) in models.items():
+        said = answers(gguf, questions)
+        for a in said:
+            a["loops"] = loops(a["answer"])
+        looping = [a for a in said if a["loops"]]
+        r = {"answers": said, "loops_six": sum(a["loops"] for a in said[:6]), "loops_all": len(looping)}
+        if rec:
+            r["ppl_ratio"] = rec["distilled"]["teacher chats"]["ppl_ratio"]
+            student = load_model(CACHE / "students" / k / "distilled")
+            probs = [p for a in looping for p in repeat_probs(teacher, student, a["question"], a["answer"])]
+            r["repeats"] = {"tokens": len(probs),
+                            "teacher_p_median": statistics.median(p[0] for p in probs) if probs else None,
+                            "student_p_median": statistics.median(p[1] for p in probs) if probs else None}
+        res[k] = r
+        rep = r.get("repeats", {})
+        rows.append([k.replace("-teacher-60min-6400conv-magpie0.4", ""), r.get("ppl_ratio", 1.0), f"{r['loops_six']} of 6",
+                     f"{r['loops_all']} of {len(said)}", rep.get("tokens", ""), rep.get("teacher_p_median", ""),
+                     rep.get("student_p_median", "")])
+        print(f"[{k}] {rows[-1][2:4]}", file=sys.stderr)
+    md = (f"Greedy answers (Q4_K_M, llama.cpp, {THREADS} threads, 80 tokens at most) to the \"Paris\" question and the "
+          f"first turns of the {len(mt)} MT-Bench questions; an answer loops when a {LOOP_WORDS}-word run is said "
+          f"{LOOP_TIMES}+ times. \"the six\": bench_students' six (Paris and the first five MT-Bench turns). "
+          f"Repeats: tokens of the looping answers that end a {REPEAT}-token run seen earlier in the same answer, "
+          "and the median probability the fp32 teacher and the fp32 student give them in that context. "
+          "Student names without the common \"-teacher-60min-6400conv-magpie0.4\".\n\n"
+          + md_table(["model", "PPL x teacher (teacher chats)", "loops, the six", "loops, all",
+                      "repeat tokens", "teacher p (median)", "student p (median)"], rows)
+          + "\n\n## Looping answers\n")
+    for k, r in res.items():
+        md += f"\n### {k}\n" + "".join(f"\n- {a['question'].splitlines()[0][:70]}: {a['answer'][:200].replace(chr(10), ' ')}"
+                                       for a in r["answers"] if a["loops"]) + "\n"
+    bench.write({"models": res}, md)
+
+
+if __name__ == "__main__":
+    main()
