@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_compress import PARIS, answers, export_q4km  # noqa: E402
 from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
 
-from edgechat.app.loops import LOOP_TIMES, LOOP_WORDS, loops  # noqa: E402
+from edgechat.app.loops import LOOP_TIMES, LOOP_WORDS, loops, repeats  # noqa: E402
 
 REPEAT = 8  # tokens: a token repeats when it ends an 8-token run seen earlier in the same reply
 
@@ -37,13 +37,9 @@ def repeat_probs(teacher, student, question: str, answer: str) -> list[tuple[flo
     with torch.no_grad():
         pt, ps = (torch.softmax(m.module(x)[0].float(), -1) for m in (teacher, student))
     start, end = spans[0]
-    seen, out = set(), []
-    for j in range(start + REPEAT, end):
-        run = tuple(ids[j - REPEAT:j + 1])
-        if run in seen:
-            out.append((float(pt[j - 1, ids[j]]), float(ps[j - 1, ids[j]])))
-        seen.add(run)
-    return out
+    reply = [start <= j < end for j in range(len(ids))]
+    return [(float(pt[j - 1, ids[j]]), float(ps[j - 1, ids[j]]))
+            for j, again in enumerate(repeats(ids, reply, REPEAT + 1)) if again]
 
 
 def main():
