@@ -25,7 +25,8 @@ def load(source=None, target: str = "host", engine: str | None = None, system: s
          n_ctx: int | str | None = None, threads: int | None = None, quant: str | None = None, power: str | None = None,
          **sampling) -> Chat:
     """Open an artifact (.gguf, output directory, HF directory for the torch reference; None for the
-    embedded SmolLM2-135M-Instruct) and return a Chat. sampling: temperature, top_p, top_k, seed, max_tokens.
+    embedded SmolLM2-135M-Instruct) and return a Chat. sampling: temperature, top_p, top_k, seed, max_tokens,
+    frequency_penalty, presence_penalty (edgechat.app.sampling.SamplingParams).
     power: "auto" (a power reader if one works here, else an estimate from the target's power figures),
     "estimate", or a reader's name (edgechat.probes.power.READERS); default $EDGECHAT_POWER, else auto."""
     import os

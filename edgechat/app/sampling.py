@@ -1,6 +1,7 @@
 """Token sampling shared by every engine, so the same settings and seed pick the same tokens everywhere."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,14 +14,33 @@ class SamplingParams:
     top_k: int = 0  # 0 means off
     seed: int | None = None
     max_tokens: int = 256
+    # OpenAI's penalties, on the tokens of the reply so far (not the prompt's): a token's logit goes down by
+    # frequency_penalty for each time it was said and by presence_penalty once if it was, greedy decoding included.
+    # Small chat models loop under greedy decoding (edgechat.app.loops); these are the standard guard.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
 
 class Sampler:
+    """Picks one token from each step's logits; it sees every token it picks, which the penalties count."""
+
     def __init__(self, params: SamplingParams):
         self.p = params
         self.rng = np.random.default_rng(params.seed)
+        self.said: Counter[int] = Counter()
 
     def __call__(self, logits: np.ndarray) -> int:
+        p = self.p
+        if self.said and (p.frequency_penalty or p.presence_penalty):
+            ids = np.fromiter(self.said.keys(), dtype=np.int64, count=len(self.said))
+            counts = np.fromiter(self.said.values(), dtype=np.float64, count=len(self.said))
+            logits = logits.astype(np.float64)  # a copy: the engine's buffer stays as it was
+            logits[ids] -= counts * p.frequency_penalty + p.presence_penalty
+        tok = self._pick(logits)
+        self.said[tok] += 1
+        return tok
+
+    def _pick(self, logits: np.ndarray) -> int:
         p = self.p
         if p.temperature <= 0:
             return int(np.argmax(logits))

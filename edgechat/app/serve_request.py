@@ -98,6 +98,8 @@ def parse_completion(body, models: dict) -> CompletionRequest:
         "temperature": _number(body, "temperature", 0, 2),
         "top_p": _number(body, "top_p", 0, 1, lo_open=True),
         "top_k": _number(body, "top_k", 0, float("inf"), integer=True),  # llama.cpp servers' extension
+        "frequency_penalty": _number(body, "frequency_penalty", -2, 2),
+        "presence_penalty": _number(body, "presence_penalty", -2, 2),
         "seed": _number(body, "seed", -2**63, 2**64 - 1, integer=True),
         "max_tokens": _number(body, "max_completion_tokens", 1, float("inf"), integer=True)
         or _number(body, "max_tokens", 1, float("inf"), integer=True),

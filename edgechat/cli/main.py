@@ -17,6 +17,11 @@ SAMPLING = [
     click.option("--top-p", default=1.0, show_default=True, help="Nucleus sampling mass (with temperature > 0)."),
     click.option("--top-k", default=0, show_default=True, help="Keep the k likeliest tokens (0: off)."),
     click.option("--seed", default=None, type=int, help="Sampling seed, for repeatable sampled replies."),
+    click.option("--frequency-penalty", type=click.FloatRange(-2, 2), default=0.0, show_default=True,
+                 help="Lower each token's logit by this for every time the reply already said it (OpenAI's; "
+                      "against loops)."),
+    click.option("--presence-penalty", type=click.FloatRange(-2, 2), default=0.0, show_default=True,
+                 help="Lower the logit of every token the reply already said by this, once (OpenAI's)."),
 ]
 
 
@@ -48,15 +53,16 @@ def cli():
               help="Profile whose memory budget the fit check holds the model to, and whose power figures apply.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="With --prompt: print the reply and its stats as JSON.")
-def chat(artifact, prompt, system, max_tokens, temperature, top_p, top_k, seed, engine, quant, n_ctx, target, threads,
-         as_json):
+def chat(artifact, prompt, system, max_tokens, temperature, top_p, top_k, seed, frequency_penalty, presence_penalty,
+         engine, quant, n_ctx, target, threads, as_json):
     """Chat with ARTIFACT (.gguf, output directory or HF directory; default: the embedded model).
 
     Without --prompt, an interactive session: /reset clears the history, /exit (or Ctrl-D) quits."""
     import edgechat
 
     c = edgechat.load(artifact, target=target, engine=engine, system=system, n_ctx=n_ctx, threads=threads, quant=quant,
-                      max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+                      max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                      frequency_penalty=frequency_penalty, presence_penalty=presence_penalty)
     if prompt is not None:
         if as_json:
             r = c.send(prompt)

@@ -53,11 +53,12 @@ def raw(port, method, path, body=None, headers=None):
     return out
 
 
-SETTINGS = [dict(temperature=0.0, max_tokens=24), dict(temperature=0.8, top_p=0.9, seed=7, max_tokens=24)]
+SETTINGS = [dict(temperature=0.0, max_tokens=24), dict(temperature=0.8, top_p=0.9, seed=7, max_tokens=24),
+            dict(temperature=0.0, frequency_penalty=0.8, presence_penalty=0.4, max_tokens=24)]
 
 
 @pytest.mark.parametrize("fmt", ["gguf", "pte"])
-@pytest.mark.parametrize("settings", SETTINGS, ids=["greedy", "sampled"])
+@pytest.mark.parametrize("settings", SETTINGS, ids=["greedy", "sampled", "penalized"])
 def test_completions_match_chat_send(client, arts, fmt, settings):
     import edgechat
 
@@ -143,14 +144,16 @@ def test_stop_sequence_cuts_the_reply(client, arts):
     ({"model": "stories260k-f32.gguf"}, (400, "invalid_request_error", "missing_required_parameter", "messages")),
     ({"model": "stories260k-f32.gguf", "messages": PROMPT, "temperature": 5},
      (400, "invalid_request_error", "invalid_value", "temperature")),
+    ({"model": "stories260k-f32.gguf", "messages": PROMPT, "frequency_penalty": 2.5},
+     (400, "invalid_request_error", "invalid_value", "frequency_penalty")),
     ({"model": "stories260k-f32.gguf", "messages": PROMPT, "max_tokens": "many"},
      (400, "invalid_request_error", "invalid_type", "max_tokens")),
     ({"model": "stories260k-f32.gguf", "messages": [{"role": "robot", "content": "hi"}]},
      (400, "invalid_request_error", "invalid_value", "messages[0].role")),
     ({"model": "stories260k-fp32.pte", "messages": [{"role": "user", "content": "Once upon a time " * 60}]},
      (400, "invalid_request_error", "context_length_exceeded", "messages")),
-], ids=["malformed-json", "unknown-model", "no-messages", "bad-temperature", "bad-max-tokens", "bad-role",
-        "over-context"])
+], ids=["malformed-json", "unknown-model", "no-messages", "bad-temperature", "bad-penalty", "bad-max-tokens",
+        "bad-role", "over-context"])
 def test_bad_requests_get_openai_errors(server, body, want):
     status, got = raw(server, "POST", "/v1/chat/completions", body)
     assert (status, got["error"]["type"], got["error"]["code"], got["error"]["param"]) == want
