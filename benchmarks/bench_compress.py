@@ -131,12 +131,14 @@ def decode_speed(paths: dict, rounds: int, tokens: int) -> dict:
     return {"tok_s": {k: median(v) for k, v in out.items()}, "values": out, "quiet_rounds": sum(q["quiet"] for q in load)}
 
 
-def answers(path: Path, questions: list[tuple[str | None, str]]) -> list[dict]:
+def answers(path: Path, questions: list[tuple[str | None, str]], **penalties) -> list[dict]:
+    """Greedy answers, 80 tokens at most; penalties: frequency_penalty, presence_penalty."""
     import edgechat
 
     out = []
     for system, q in questions:
-        chat = edgechat.load(path, system=system, n_ctx=1024, threads=THREADS, max_tokens=80, temperature=0.0)
+        chat = edgechat.load(path, system=system, n_ctx=1024, threads=THREADS, max_tokens=80, temperature=0.0,
+                             **penalties)
         out.append({"system": system, "question": q, "answer": chat.send(q).text.strip()})
     return out
 

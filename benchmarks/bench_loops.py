@@ -7,8 +7,12 @@ For each student's looping answers it also reads, with the fp32 models, the prob
 student give each token that repeats an earlier 8-token run of the reply: whether the teacher, shown the
 student's loop, would continue it too (then KL to the teacher on the student's own replies cannot undo it).
 
+With --penalties it also answers under OpenAI's frequency/presence penalties (edgechat.app.sampling), the
+decode-time guard against loops, and counts the loops and the "Paris" answers under each.
+
     .venv/bin/python benchmarks/bench_loops.py                      # the d85 students
     .venv/bin/python benchmarks/bench_loops.py --students 'd8*,w*' --name bench_loops-more
+    .venv/bin/python benchmarks/bench_loops.py --penalties 0.5:0,0:0.5 --no-probs --name bench_loops-penalties
 """
 from __future__ import annotations
 
@@ -42,12 +46,33 @@ def repeat_probs(teacher, student, question: str, answer: str) -> list[tuple[flo
             for j, again in enumerate(repeats(ids, reply, REPEAT + 1)) if again]
 
 
+def teacher_nll(teacher, said: list[dict]) -> float:
+    """Median over the answers of the fp32 teacher's mean negative log-likelihood of each reply's tokens: how
+    plausible the teacher finds the text. Loops score low, word salad (too strong a penalty) high."""
+    import torch
+
+    out = []
+    for a in said:
+        msgs = ([{"role": "system", "content": a["system"]}] if a["system"] else []) + [
+            {"role": "user", "content": a["question"]}, {"role": "assistant", "content": a["answer"]}]
+        ids, spans = teacher.chat_format().assistant_spans(msgs)
+        start, end = spans[0]
+        with torch.no_grad():
+            logp = torch.log_softmax(teacher.module(torch.tensor([ids]))[0].float(), -1)
+        out.append(-float(logp[start - 1:end - 1].gather(1, torch.tensor(ids[start:end])[:, None]).mean()))
+    return statistics.median(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--students", default="d85*", help="comma list of globs of cached student folders in "
                                                       "benchmarks/.cache/students")
     ap.add_argument("--name", default="bench_loops")
+    ap.add_argument("--penalties", default="", help="comma list of FREQUENCY:PRESENCE penalty pairs to answer "
+                                                   "under too, e.g. 0.5:0,0:0.5")
+    ap.add_argument("--no-probs", action="store_true", help="skip the fp32 repeat-token probabilities")
     args = ap.parse_args()
+    penalties = [tuple(float(x) for x in p.split(":")) for p in args.penalties.split(",") if p]
 
     import torch
 
@@ -72,8 +97,15 @@ def main():
         for a in said:
             a["loops"] = loops(a["answer"])
         looping = [a for a in said if a["loops"]]
-        r = {"answers": said, "loops_six": sum(a["loops"] for a in said[:6]), "loops_all": len(looping)}
-        if rec:
+        r = {"answers": said, "loops_six": sum(a["loops"] for a in said[:6]), "loops_all": len(looping),
+             "paris": "Paris" in said[0]["answer"], "teacher_nll": teacher_nll(teacher, said), "penalized": {}}
+        for f, p in penalties:
+            pen = answers(gguf, questions, frequency_penalty=f, presence_penalty=p)
+            r["penalized"][f"{f:g}:{p:g}"] = {
+                "frequency_penalty": f, "presence_penalty": p, "answers": pen, "paris": "Paris" in pen[0]["answer"],
+                "teacher_nll": teacher_nll(teacher, pen),
+                "loops_six": sum(loops(a["answer"]) for a in pen[:6]), "loops_all": sum(loops(a["answer"]) for a in pen)}
+        if rec and not args.no_probs:
             r["ppl_ratio"] = rec["distilled"]["teacher chats"]["ppl_ratio"]
             student = load_model(CACHE / "students" / k / "distilled")
             probs = [p for a in looping for p in repeat_probs(teacher, student, a["question"], a["answer"])]
@@ -84,20 +116,31 @@ def main():
         rep = r.get("repeats", {})
         rows.append([k.replace("-teacher-60min-6400conv-magpie0.4", ""), r.get("ppl_ratio", 1.0), f"{r['loops_six']} of 6",
                      f"{r['loops_all']} of {len(said)}", rep.get("tokens", ""), rep.get("teacher_p_median", ""),
-                     rep.get("student_p_median", "")])
-        print(f"[{k}] {rows[-1][2:4]}", file=sys.stderr)
+                     rep.get("student_p_median", ""), "yes" if r["paris"] else "no", f"{r['teacher_nll']:.3f}"]
+                    + [f"{q['loops_all']} of {len(said)}, Paris {'yes' if q['paris'] else 'no'}, "
+                       f"NLL {q['teacher_nll']:.3f}"
+                       for q in r["penalized"].values()])
+        print(f"[{k}] {rows[-1][2:4]} {rows[-1][8:]}", file=sys.stderr)
     md = (f"Greedy answers (Q4_K_M, llama.cpp, {THREADS} threads, 80 tokens at most) to the \"Paris\" question and the "
           f"first turns of the {len(mt)} MT-Bench questions; an answer loops when a {LOOP_WORDS}-word run is said "
           f"{LOOP_TIMES}+ times. \"the six\": bench_students' six (Paris and the first five MT-Bench turns). "
           f"Repeats: tokens of the looping answers that end a {REPEAT}-token run seen earlier in the same answer, "
           "and the median probability the fp32 teacher and the fp32 student give them in that context. "
+          "NLL: the median over the 81 answers of the fp32 teacher's mean negative log-likelihood of the reply's "
+          "tokens (loops score low, word salad high). "
+          "\"F:P\": the same greedy answers under frequency penalty F and presence penalty P. "
           "Student names without the common \"-teacher-60min-6400conv-magpie0.4\".\n\n"
           + md_table(["model", "PPL x teacher (teacher chats)", "loops, the six", "loops, all",
-                      "repeat tokens", "teacher p (median)", "student p (median)"], rows)
+                      "repeat tokens", "teacher p (median)", "student p (median)", "Paris", "NLL"]
+                     + [f"{f:g}:{p:g}: loops, all, Paris, NLL" for f, p in penalties], rows)
           + "\n\n## Looping answers\n")
     for k, r in res.items():
         md += f"\n### {k}\n" + "".join(f"\n- {a['question'].splitlines()[0][:70]}: {a['answer'][:200].replace(chr(10), ' ')}"
                                        for a in r["answers"] if a["loops"]) + "\n"
+        for key, q in r["penalized"].items():
+            md += f"\n{key}, Paris: {q['answers'][0]['answer'][:200]}\n" + "".join(
+                f"\n- {a['question'].splitlines()[0][:70]}: {a['answer'][:200].replace(chr(10), ' ')}"
+                for a in q["answers"] if loops(a["answer"])) + "\n"
     bench.write({"models": res}, md)
 
 
