@@ -111,7 +111,8 @@ def decode_speed(paths: dict, rounds: int, tokens: int) -> dict:
 
     llms = {k: Llama(str(p), n_ctx=N_CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
             for k, p in paths.items()}
-    prompt = llms["teacher"].tokenize(b"Write a long story about a lighthouse keeper.", add_bos=True)
+    # each model's own ids for the prompt (a vocabulary-trimmed one splits words the teacher keeps whole)
+    prompts = {k: llm.tokenize(b"Write a long story about a lighthouse keeper.", add_bos=True) for k, llm in llms.items()}
     feed = [llms["teacher"].tokenize(b" the", add_bos=False)[0]] * tokens
     out = {k: [] for k in llms}
     load = []
@@ -120,7 +121,7 @@ def decode_speed(paths: dict, rounds: int, tokens: int) -> dict:
         for k in rotate(list(llms), r):
             llm = llms[k]
             llm.reset()
-            llm.eval(prompt)
+            llm.eval(prompts[k])
             t = time.perf_counter()
             for tok in feed:
                 llm.eval([tok])
