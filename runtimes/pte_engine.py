@@ -40,7 +40,8 @@ def set_threads(n: int | None) -> None:
 
 
 def load_tokenizer(folder: Path, bos_id: int | None, eos_ids: list[int], add_bos: bool):
-    from edgechat.core.tokenizer import HFTokenizer, SPTokenizer, guarded
+    from edgechat.core.hf_files import guarded
+    from edgechat.core.tokenizer import HFTokenizer, SPTokenizer
 
     if (folder / "tokenizer.json").exists():
         from tokenizers import Tokenizer

@@ -341,7 +341,7 @@ def read_safetensors_file(path: Path):
 
 def read_config_dir(path: Path):
     from edgechat.core.load_hf import read_hf_config
-    from edgechat.core.tokenizer import load_tokenizer_dir
+    from edgechat.core.hf_files import load_tokenizer_dir
     from edgechat.core.validate import check_vocab
 
     raw, _, cfg = read_hf_config(path)
@@ -352,7 +352,7 @@ def read_config_dir(path: Path):
 
 def read_tokenizer_dir(path: Path):
     from edgechat.core.chat_template import render, template_from_tokenizer_config
-    from edgechat.core.tokenizer import load_tokenizer_dir, read_json
+    from edgechat.core.hf_files import load_tokenizer_dir, read_json
 
     tok = load_tokenizer_dir(path, {})
     ids = tok.encode("Once upon a time, hello!")

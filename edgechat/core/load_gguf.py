@@ -12,7 +12,8 @@ from edgechat.core.errors import EdgechatError
 from edgechat.core.files import sha256_of
 from edgechat.core.gguf_file import read_header
 from edgechat.core.model import Model, build_module, expected_tensors
-from edgechat.core.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer, guarded, rstrip_tokens
+from edgechat.core.hf_files import guarded
+from edgechat.core.tokenizer import GGUFVocab, HFTokenizer, SPTokenizer, rstrip_tokens
 from edgechat.core.validate import check_layer_count, check_vocab
 
 

@@ -11,7 +11,7 @@ from edgechat.core.chat_template import template_from_tokenizer_config
 from edgechat.core.errors import EdgechatError
 from edgechat.core.files import sha256_of
 from edgechat.core.model import Model, build_module
-from edgechat.core.tokenizer import load_tokenizer_dir, read_json
+from edgechat.core.hf_files import load_tokenizer_dir, read_json
 from edgechat.core.validate import check_hf_config, check_layer_count, check_vocab
 
 # safetensors dtypes and their sizes in bytes (the format's own table)
