@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from targets.errors import PlanError, ProfileError, TargetError
 from targets.model_spec import ModelSpec
-from targets.planner import Plan, Request, plan
+from targets.plan_types import Plan, Request
+from targets.planner import plan
 from targets.catalog import list_profiles, load_profile, threads_for
 from targets.profile import Profile
 

@@ -5,7 +5,7 @@ import click
 
 from edgechat.cli.options import emit_json
 from targets import schemes
-from targets.planner import DEFAULT_QUANTS
+from targets.plan_types import DEFAULT_QUANTS
 
 
 @click.group(invoke_without_command=True)

@@ -43,7 +43,7 @@ def test_converters_make_exactly_the_made_schemes():
 
 
 def test_planner_candidates_and_cli_help_come_from_the_table():
-    from targets.planner import DEFAULT_QUANTS
+    from targets.plan_types import DEFAULT_QUANTS
 
     assert DEFAULT_QUANTS == {"gguf": ("q8_0", "q4_0", "q4_k_m"), "pte": ("8da8w", "8da4w")}
     out = " ".join(run_cli("convert", "--help", check=True).stdout.split())
