@@ -53,12 +53,16 @@ def gguf_engine(path: Path):
 
 
 def export_q4km(model, out: Path) -> Path:
+    return export_gguf(model, out, "q4_k_m")
+
+
+def export_gguf(model, out: Path, quant: str) -> Path:
     from converters import ExportOptions, get_format, plan_exports
     from edgechat.reports.progress import Steps
 
-    plan_exports(["gguf"], ["q4_k_m"])
+    plan_exports(["gguf"], [quant])
     out.mkdir(parents=True, exist_ok=True)
-    arts = get_format("gguf").export(model, out, ["q4_k_m"], ExportOptions(threads=THREADS), Steps(enabled=False))
+    arts = get_format("gguf").export(model, out, [quant], ExportOptions(threads=THREADS), Steps(enabled=False))
     return out / arts[0]["file"]
 
 

@@ -1,11 +1,13 @@
 r"""How often the teacher and the cached students loop (issue 13's "no degenerate loops"), on more prompts than
-bench_students' six: greedy answers (Q4_K_M, llama.cpp, 80 tokens at most, as bench_students) to the "Paris"
-question and the first turns of all 80 MT-Bench questions, each checked for a 6-word run said 3 times
-(edgechat.app.loops). Six prompts cannot tell recipes apart; 80 can tell a student from its teacher.
+bench_students' six: greedy answers (Q4_K_M unless --quant says, llama.cpp, 80 tokens at most, as
+bench_students) to the "Paris" question and the first turns of all 80 MT-Bench questions, each checked for a
+6-word run said 3 times (edgechat.app.loops). Six prompts cannot tell recipes apart; 80 can tell a student from
+its teacher.
 
 For each student's looping answers it also reads, with the fp32 models, the probability the teacher and the
 student give each token that repeats an earlier 8-token run of the reply: whether the teacher, shown the
-student's loop, would continue it too (then KL to the teacher on the student's own replies cannot undo it).
+student's loop, would continue it too (then KL to the teacher on the student's own replies cannot undo it);
+and at each loop's onset whether the teacher, in the student's context, would have started it too.
 
 With --penalties it also answers under OpenAI's frequency/presence penalties (edgechat.app.sampling), the
 decode-time guard against loops, and counts the loops and the "Paris" answers under each.
@@ -13,6 +15,7 @@ decode-time guard against loops, and counts the loops and the "Paris" answers un
     .venv/bin/python benchmarks/bench_loops.py                      # the d85 students
     .venv/bin/python benchmarks/bench_loops.py --students 'd8*,w*' --name bench_loops-more
     .venv/bin/python benchmarks/bench_loops.py --penalties 0.5:0,0:0.5 --no-probs --name bench_loops-penalties
+    .venv/bin/python benchmarks/bench_loops.py --quant q8_0 --no-probs --name bench_loops-q8_0
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_compress import PARIS, answers, export_q4km  # noqa: E402
+from bench_compress import PARIS, answers, export_gguf  # noqa: E402
 from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
 
 from edgechat.app.loops import LOOP_TIMES, LOOP_WORDS, loops, repeats  # noqa: E402
@@ -31,8 +34,10 @@ from edgechat.app.loops import LOOP_TIMES, LOOP_WORDS, loops, repeats  # noqa: E
 REPEAT = 8  # tokens: a token repeats when it ends an 8-token run seen earlier in the same reply
 
 
-def repeat_probs(teacher, student, question: str, answer: str) -> list[tuple[float, float]]:
-    """(teacher p, student p) of each token of the reply that ends a REPEAT-token run seen earlier in it."""
+def loop_probs(teacher, student, question: str, answer: str) -> dict:
+    """In a looping reply, by the fp32 models: (teacher p, student p) of each token that ends a REPEAT-token run
+    seen earlier in it, and at the loop's onset (the first token of the first such run's second saying) the
+    teacher's and the student's p of it and whether it is the teacher's own greedy choice there."""
     import torch
 
     ids, spans = teacher.chat_format().assistant_spans([{"role": "user", "content": question},
@@ -41,9 +46,13 @@ def repeat_probs(teacher, student, question: str, answer: str) -> list[tuple[flo
     with torch.no_grad():
         pt, ps = (torch.softmax(m.module(x)[0].float(), -1) for m in (teacher, student))
     start, end = spans[0]
-    reply = [start <= j < end for j in range(len(ids))]
-    return [(float(pt[j - 1, ids[j]]), float(ps[j - 1, ids[j]]))
-            for j, again in enumerate(repeats(ids, reply, REPEAT + 1)) if again]
+    again = repeats(ids, [start <= j < end for j in range(len(ids))], REPEAT + 1)
+    out = {"repeats": [(float(pt[j - 1, ids[j]]), float(ps[j - 1, ids[j]])) for j, a in enumerate(again) if a]}
+    first = next((j for j, a in enumerate(again) if a), None)
+    if first is not None:
+        j = first - REPEAT  # the run of REPEAT + 1 tokens ending at `first` starts here
+        out["onset"] = (float(pt[j - 1, ids[j]]), float(ps[j - 1, ids[j]]), int(pt[j - 1].argmax()) == ids[j])
+    return out
 
 
 def teacher_nll(teacher, said: list[dict]) -> float:
@@ -71,6 +80,8 @@ def main():
     ap.add_argument("--penalties", default="", help="comma list of FREQUENCY:PRESENCE penalty pairs to answer "
                                                    "under too, e.g. 0.5:0,0:0.5")
     ap.add_argument("--no-probs", action="store_true", help="skip the fp32 repeat-token probabilities")
+    ap.add_argument("--quant", default="q4_k_m", help="the GGUF quant that answers (q4_k_m: the students' "
+                                                     "cached files; another is exported from their fp32 weights)")
     args = ap.parse_args()
     penalties = [tuple(float(x) for x in p.split(":")) for p in args.penalties.split(",") if p]
 
@@ -87,10 +98,12 @@ def main():
     teacher = load_model(None)
     mt = [json.loads(ln)["turns"][0] for ln in (DATA / "mt_bench" / "mt_bench_question.jsonl").read_text().splitlines()]
     questions = [PARIS] + [(None, q) for q in mt]
-    models = {"teacher": (export_q4km(teacher, CACHE / "compress" / "teacher"), None)}
+    home = CACHE / "compress" if args.quant == "q4_k_m" else CACHE / "loops" / args.quant
+    models = {"teacher": (export_gguf(teacher, home / "teacher", args.quant), None)}
     for h in homes:
         rec = json.loads((h / "record.json").read_text())
-        models[h.name] = (Path(rec["gguf"]), rec)
+        models[h.name] = (Path(rec["gguf"]) if args.quant == "q4_k_m" else
+                          export_gguf(load_model(h / "distilled"), home / h.name, args.quant), rec)
     res, rows = {}, []
     for k, (gguf, rec) in models.items():
         said = answers(gguf, questions)
@@ -108,30 +121,40 @@ def main():
         if rec and not args.no_probs:
             r["ppl_ratio"] = rec["distilled"]["teacher chats"]["ppl_ratio"]
             student = load_model(CACHE / "students" / k / "distilled")
-            probs = [p for a in looping for p in repeat_probs(teacher, student, a["question"], a["answer"])]
+            found = [loop_probs(teacher, student, a["question"], a["answer"]) for a in looping]
+            probs = [p for f in found for p in f["repeats"]]
+            onsets = [f["onset"] for f in found if "onset" in f]
             r["repeats"] = {"tokens": len(probs),
                             "teacher_p_median": statistics.median(p[0] for p in probs) if probs else None,
                             "student_p_median": statistics.median(p[1] for p in probs) if probs else None}
+            r["onsets"] = {"n": len(onsets), "teacher_greedy": sum(o[2] for o in onsets),
+                           "teacher_p_median": statistics.median(o[0] for o in onsets) if onsets else None,
+                           "student_p_median": statistics.median(o[1] for o in onsets) if onsets else None}
         res[k] = r
-        rep = r.get("repeats", {})
+        rep, on = r.get("repeats", {}), r.get("onsets", {})
         rows.append([k.replace("-teacher-60min-6400conv-magpie0.4", ""), r.get("ppl_ratio", 1.0), f"{r['loops_six']} of 6",
                      f"{r['loops_all']} of {len(said)}", rep.get("tokens", ""), rep.get("teacher_p_median", ""),
-                     rep.get("student_p_median", ""), "yes" if r["paris"] else "no", f"{r['teacher_nll']:.3f}"]
+                     rep.get("student_p_median", ""),
+                     f"{on['teacher_greedy']} of {on['n']}; {on['teacher_p_median']:.3f} / {on['student_p_median']:.3f}"
+                     if on.get("n") else "", "yes" if r["paris"] else "no", f"{r['teacher_nll']:.3f}"]
                     + [f"{q['loops_all']} of {len(said)}, Paris {'yes' if q['paris'] else 'no'}, "
                        f"NLL {q['teacher_nll']:.3f}"
                        for q in r["penalized"].values()])
-        print(f"[{k}] {rows[-1][2:4]} {rows[-1][8:]}", file=sys.stderr)
-    md = (f"Greedy answers (Q4_K_M, llama.cpp, {THREADS} threads, 80 tokens at most) to the \"Paris\" question and the "
+        print(f"[{k}] {rows[-1][2:4]} {rows[-1][7:]}", file=sys.stderr)
+    md = (f"Greedy answers ({args.quant.upper()}, llama.cpp, {THREADS} threads, 80 tokens at most) to the \"Paris\" question and the "
           f"first turns of the {len(mt)} MT-Bench questions; an answer loops when a {LOOP_WORDS}-word run is said "
           f"{LOOP_TIMES}+ times. \"the six\": bench_students' six (Paris and the first five MT-Bench turns). "
           f"Repeats: tokens of the looping answers that end a {REPEAT}-token run seen earlier in the same answer, "
           "and the median probability the fp32 teacher and the fp32 student give them in that context. "
+          "Onsets: the first token of each looping answer's first repeated run: in how many the fp32 teacher's own "
+          "greedy choice in the student's context is that token, and the teacher's / student's median p of it. "
           "NLL: the median over the 81 answers of the fp32 teacher's mean negative log-likelihood of the reply's "
           "tokens (loops score low, word salad high). "
           "\"F:P\": the same greedy answers under frequency penalty F and presence penalty P. "
           "Student names without the common \"-teacher-60min-6400conv-magpie0.4\".\n\n"
           + md_table(["model", "PPL x teacher (teacher chats)", "loops, the six", "loops, all",
-                      "repeat tokens", "teacher p (median)", "student p (median)", "Paris", "NLL"]
+                      "repeat tokens", "teacher p (median)", "student p (median)",
+                      "onsets: teacher's choice; teacher / student p", "Paris", "NLL"]
                      + [f"{f:g}:{p:g}: loops, all, Paris, NLL" for f, p in penalties], rows)
           + "\n\n## Looping answers\n")
     for k, r in res.items():
