@@ -118,8 +118,9 @@ def main():
                 "frequency_penalty": f, "presence_penalty": p, "answers": pen, "paris": "Paris" in pen[0]["answer"],
                 "teacher_nll": teacher_nll(teacher, pen),
                 "loops_six": sum(loops(a["answer"]) for a in pen[:6]), "loops_all": sum(loops(a["answer"]) for a in pen)}
-        if rec and not args.no_probs:
+        if rec:
             r["ppl_ratio"] = rec["distilled"]["teacher chats"]["ppl_ratio"]
+        if rec and not args.no_probs:
             student = load_model(CACHE / "students" / k / "distilled")
             found = [loop_probs(teacher, student, a["question"], a["answer"]) for a in looping]
             probs = [p for f in found for p in f["repeats"]]
