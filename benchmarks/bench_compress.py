@@ -108,7 +108,8 @@ def make_student(name: str, teacher, imp, minutes: float, dd, reuse: bool, job: 
 
 
 def decode_speed(paths: dict, rounds: int, tokens: int) -> dict:
-    """llama.cpp decode tok/s of each GGUF, interleaved round by round, the same fixed tokens for all."""
+    """llama.cpp decode tok/s of each GGUF, interleaved round by round, the same fixed tokens for all; x_teacher:
+    each one's median over the rounds of its ratio to the teacher in the same round."""
     from runtimes import llama_lib
 
     Llama = llama_lib.load(next(iter(paths.values()))).Llama
@@ -133,7 +134,9 @@ def decode_speed(paths: dict, rounds: int, tokens: int) -> dict:
                 out[k].append(tokens / (time.perf_counter() - t))
         if r:
             load.append(q)
-    return {"tok_s": {k: median(v) for k, v in out.items()}, "values": out, "quiet_rounds": sum(q["quiet"] for q in load)}
+    per_round = {k: median([a / b for a, b in zip(v, out["teacher"])]) for k, v in out.items()}  # noise shared per round
+    return {"tok_s": {k: median(v) for k, v in out.items()}, "values": out, "x_teacher": per_round,
+            "quiet_rounds": sum(q["quiet"] for q in load)}
 
 
 def answers(path: Path, questions: list[tuple[str | None, str]], **penalties) -> list[dict]:

@@ -72,6 +72,19 @@ def teacher_nll(teacher, said: list[dict]) -> float:
     return statistics.median(out)
 
 
+def scored(teacher, said: list[dict]) -> dict:
+    """One set of answers with each one's loop mark, the loop counts, "Paris" and the teacher's NLL."""
+    for a in said:
+        a["loops"] = loops(a["answer"])
+    return {"answers": said, "loops_six": sum(a["loops"] for a in said[:6]), "loops_all": sum(a["loops"] for a in said),
+            "paris": "Paris" in said[0]["answer"], "teacher_nll": teacher_nll(teacher, said)}
+
+
+def looping_lines(said: list[dict]) -> str:
+    return "".join(f"\n- {a['question'].splitlines()[0][:70]}: {a['answer'][:200].replace(chr(10), ' ')}"
+                   for a in said if a["loops"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--students", default="d85*", help="comma list of globs of cached student folders in "
@@ -107,17 +120,11 @@ def main():
     res, rows = {}, []
     for k, (gguf, rec) in models.items():
         said = answers(gguf, questions)
-        for a in said:
-            a["loops"] = loops(a["answer"])
+        r = {**scored(teacher, said), "penalized": {
+            f"{f:g}:{p:g}": {"frequency_penalty": f, "presence_penalty": p,
+                             **scored(teacher, answers(gguf, questions, frequency_penalty=f, presence_penalty=p))}
+            for f, p in penalties}}
         looping = [a for a in said if a["loops"]]
-        r = {"answers": said, "loops_six": sum(a["loops"] for a in said[:6]), "loops_all": len(looping),
-             "paris": "Paris" in said[0]["answer"], "teacher_nll": teacher_nll(teacher, said), "penalized": {}}
-        for f, p in penalties:
-            pen = answers(gguf, questions, frequency_penalty=f, presence_penalty=p)
-            r["penalized"][f"{f:g}:{p:g}"] = {
-                "frequency_penalty": f, "presence_penalty": p, "answers": pen, "paris": "Paris" in pen[0]["answer"],
-                "teacher_nll": teacher_nll(teacher, pen),
-                "loops_six": sum(loops(a["answer"]) for a in pen[:6]), "loops_all": sum(loops(a["answer"]) for a in pen)}
         if rec:
             r["ppl_ratio"] = rec["distilled"]["teacher chats"]["ppl_ratio"]
         if rec and not args.no_probs:
@@ -159,12 +166,9 @@ def main():
                      + [f"{f:g}:{p:g}: loops, all, Paris, NLL" for f, p in penalties], rows)
           + "\n\n## Looping answers\n")
     for k, r in res.items():
-        md += f"\n### {k}\n" + "".join(f"\n- {a['question'].splitlines()[0][:70]}: {a['answer'][:200].replace(chr(10), ' ')}"
-                                       for a in r["answers"] if a["loops"]) + "\n"
+        md += f"\n### {k}\n" + looping_lines(r["answers"]) + "\n"
         for key, q in r["penalized"].items():
-            md += f"\n{key}, Paris: {q['answers'][0]['answer'][:200]}\n" + "".join(
-                f"\n- {a['question'].splitlines()[0][:70]}: {a['answer'][:200].replace(chr(10), ' ')}"
-                for a in q["answers"] if loops(a["answer"])) + "\n"
+            md += f"\n{key}, Paris: {q['answers'][0]['answer'][:200]}\n" + looping_lines(q["answers"]) + "\n"
     bench.write({"models": res}, md)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_compress import PARIS, answers, decode_speed, export_q4km, quality, torch_engine  # noqa: E402
-from common import CACHE, DATA, THREADS, Bench, md_table, median  # noqa: E402
+from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
 from compress_job import DEFAULT_LR, distill_config, distill_for, importance  # noqa: E402
 
 from edgechat.app.loops import LOOP_TIMES, LOOP_WORDS, loops  # noqa: E402
@@ -267,7 +267,7 @@ def main():
     rows, goals = [], []
     for k, r in recs.items():
         d, tc = r["distilled"], r["distilled"]["teacher chats"]
-        x = median([a / b for a, b in zip(speed["values"][k], speed["values"]["teacher"])])  # per interleaved round
+        x = speed["x_teacher"][k]
         n_loops = sum(a["loops"] for a in said[k])
         rows.append([k, r["strategy"], f"{r['params'] / 1e6:.1f}M", r["params_frac"], r["distill"]["steps"],
                      r["distill"]["tokens_seen"], speed["tok_s"][k], x, tc["ppl"], tc["ppl_ratio"], tc["mean_kld"],

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_compress import decode_speed, export_q4km  # noqa: E402
-from common import CACHE, DATA, THREADS, Bench, md_table, median  # noqa: E402
+from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
 
 
 def trimmed(model, n: int):
@@ -69,7 +69,7 @@ def main():
     for k, p in ggufs.items():
         n = teacher.config.vocab_size if k == "teacher" else int(k.split()[1])
         embd = next(t for t in gguf.GGUFReader(p).tensors if t.name == "token_embd.weight")
-        x = median([a / b for a, b in zip(speed["values"][k], speed["values"]["teacher"])])  # per interleaved round
+        x = speed["x_teacher"][k]
         cover = {name: sum(i < n for i in v) / len(v) for name, v in ids.items()}
         res[k] = {"vocab": n, "file_mib": p.stat().st_size / 2**20, "token_embd": [embd.tensor_type.name, embd.n_bytes],
                   "decode_tok_s": speed["tok_s"][k], "decode_x": x, "kept_share": cover}
