@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgechat.core.config import ModelConfig
-from edgechat.core.transformer import (Attention, KVCache, MLP, RMSNorm, Transformer, apply_rope, attention_mask,
-                                      rope_tables)
+from edgechat.core.rope import apply_rope, rope_tables
+from edgechat.core.transformer import Attention, KVCache, MLP, RMSNorm, Transformer, attention_mask
 
 
 def _fused_linear(linears: list[nn.Linear]) -> nn.Linear:

@@ -20,7 +20,8 @@ from torch import nn
 
 from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
-from edgechat.core.transformer import Attention, Transformer, apply_rope, rope_tables
+from edgechat.core.rope import apply_rope, rope_tables
+from edgechat.core.transformer import Attention, Transformer
 
 BACKEND_IDS = {"vulkan": "VulkanBackend", "coreml": "CoreMLBackend"}
 LINEARS_PER_LAYER = 7  # q, k, v, o, gate, up, down (unfused here)

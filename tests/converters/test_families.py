@@ -80,7 +80,7 @@ def test_f32_gguf_matches_torch_and_quantized_run(name, family_base, tmp_path):
 
 def test_llama3_gguf_carries_rope_freqs(family_base, tmp_path):
     from edgechat.core.load_gguf import open_gguf
-    from edgechat.core.transformer import rope_freq_factors
+    from edgechat.core.rope import rope_freq_factors
 
     model = load_model(build("llama3", family_base))
     reader = open_gguf(write_gguf(model, tmp_path / "l3.gguf", "f32"))

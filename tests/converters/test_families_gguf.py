@@ -12,7 +12,7 @@ from converters.hf_writer import write_hf
 from edgechat.core.errors import EdgechatError
 from edgechat.core.load_gguf import open_gguf
 from edgechat.core.sources import load_model
-from edgechat.core.transformer import llama3_divisors, llama3_from_divisors
+from edgechat.core.rope import llama3_divisors, llama3_from_divisors
 from runtimes.torch_engine import TorchEngine
 from tests.converters.test_families import GGUF_FAMILIES, hf_logits, prompt_ids
 from tests.family_checkpoints import build

@@ -223,7 +223,7 @@ class Family:
     def gguf_extra_tensors(self, c: ModelConfig):
         """Llama 3's RoPE scaling goes into GGUF as llama.cpp reads it: the rope_freqs tensor of divisors."""
         if c.rope_type == "llama3":
-            from edgechat.core.transformer import rope_freq_factors
+            from edgechat.core.rope import rope_freq_factors
 
             yield "rope_freqs.weight", rope_freq_factors(c).numpy()
 
@@ -279,7 +279,7 @@ class Family:
         if "rope_freqs.weight" in names:
             if read is None:
                 return {"rope_type": "llama3"}
-            from edgechat.core.transformer import llama3_from_divisors
+            from edgechat.core.rope import llama3_from_divisors
 
             fit = llama3_from_divisors(read("rope_freqs.weight"), dim, fields["rope_theta"])
             if fit is None:
