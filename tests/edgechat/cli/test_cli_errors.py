@@ -132,10 +132,10 @@ def test_failure_mid_conversion_leaves_no_staging(stories_dir, workdir):
 
 # -- files that lie: every loader checks before it trusts (the README's bad-input table) ---------------------
 def gguf_with(src, dest, field_kind, index, fmt, value):
-    """A copy of a GGUF with one header field (by kind and occurrence, from tests/fuzzing.py's layout) set."""
+    """A copy of a GGUF with one header field (by kind and occurrence, from tests/fuzz_mutators.py's layout) set."""
     import struct
 
-    from tests.fuzzing import gguf_fields
+    from tests.fuzz_mutators import gguf_fields
 
     data = bytearray(src.read_bytes())
     at = [f for f in gguf_fields(bytes(data)) if f[2] == field_kind][index][0] if field_kind else index
