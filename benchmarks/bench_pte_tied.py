@@ -10,7 +10,13 @@ the executorch wheel or torchao here): one sensitivity pass (HQQ + AWQ, as the e
 Both scored eagerly by torchao (the quantized export module, as bench_quality_per_byte_pte's eager rows) against
 the fp32 reference on WikiText-2 and DailyDialog: mean KLD, top-1, PPL, with the predicted file size.
 
+--programs: the real thing, as `edgechat convert --format pte --size-mib N --awq --share-tied` writes it (the
+.pte and its .ptd, converters.pte_tied), run by ExecuTorch's runtime beside llama.cpp's own Q4_0 and Q4_K_M (its
+convert_hf_to_gguf.py + quantize): mean KLD / top-1 / PPL on --program-chunks x 512 WikiText-2 and
+--program-dialogues DailyDialog dialogues, then decode tokens/s in interleaved rounds; issue 12's goal table.
+
     .venv/bin/python benchmarks/bench_pte_tied.py [--budget-mib 100.57 --budget-mib 87.48] [--chunks 6]
+    .venv/bin/python benchmarks/bench_pte_tied.py --programs [--program-chunks 40 --program-dialogues 30]
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
 from bench_quality_per_byte_pte import SEQ, EagerProgram  # noqa: E402
-from common import Bench, md_table  # noqa: E402
+from common import Bench, md_table, median  # noqa: E402
 
 THREADS = 1  # another 1-thread run can share this 2-core machine
 HEAD, TABLE = "lm_head", "model.embed_tokens"
@@ -46,9 +52,16 @@ def main():
     ap.add_argument("--budget-mib", type=float, action="append", help="file budgets (default 100.57 and 87.48)")
     ap.add_argument("--chunks", type=int, default=6, help="WikiText-2 chunks of 512 tokens")
     ap.add_argument("--dialogues", type=int, default=6, help="DailyDialog test dialogues")
-    ap.add_argument("--name", default="bench_pte_tied")
+    ap.add_argument("--programs", action="store_true", help="export and run the programs (see above)")
+    ap.add_argument("--program-chunks", type=int, default=40)
+    ap.add_argument("--program-dialogues", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved decode rounds")
+    ap.add_argument("--tokens", type=int, default=64, help="tokens per decode round")
+    ap.add_argument("--name", default=None, help="results name (default bench_pte_tied[_program])")
     args = ap.parse_args()
     budgets = args.budget_mib or [100.57, 87.48]
+    if args.programs:
+        return programs(args, budgets)
 
     import torch
 
@@ -62,7 +75,7 @@ def main():
     from runtimes.torch_engine import TorchEngine
 
     torch.set_num_threads(THREADS)
-    bench = Bench(args.name)
+    bench = Bench(args.name or "bench_pte_tied")
     model = load_model(None)
     opts = budget_options(model, {"max_seq_len": SEQ, "hqq": True, "awq": True})
     allowed, fixed = check_budgets(model, opts, [{"size_mib": b} for b in budgets])
@@ -113,6 +126,93 @@ def main():
           + md_table(["budget MiB", "tied matrix", "plan MiB", "head", "table", "modules by type", "WikiText-2 KLD",
                       "top-1", "PPL", "DailyDialog KLD", "vs the GGUF of that size"], table_rows) + "\n")
     bench.write({"sens_s": sens_s, "levers": levers, "rows": rows}, md)
+
+
+def programs(args, budgets):
+    """The --share-tied programs of each budget (one convert-path export, HQQ + AWQ, forward_all for scoring)
+    against llama.cpp's own GGUFs: quality on the issue's text, then interleaved decode."""
+    import torch
+
+    from bench_quality_per_byte import llama_cpp_files
+    from bench_quality_per_byte_pte import decode_speeds
+    from common import CACHE
+    from converters.pte_export import export_budgets
+    from edgechat.app.evaluate import evaluate
+    from edgechat.core.conversation import calibration_sequences
+    from edgechat.core.files import artifact_bytes
+    from edgechat.core.sources import load_model
+    from runtimes.llama_cpp_engine import LlamaCppEngine
+    from runtimes.pte_engine import PteEngine
+    from runtimes.torch_engine import TorchEngine
+
+    torch.set_num_threads(THREADS)
+    bench = Bench(args.name or "bench_pte_tied_program")
+    model = load_model(None)
+    out = CACHE / "pte-tied-programs"
+    out.mkdir(parents=True, exist_ok=True)
+    model.tokenizer.save(out)
+    if model.chat_template:
+        (out / "chat_template.jinja").write_text(model.chat_template)
+    extra = {"max_seq_len": SEQ, "awq": True, "share_tied": True, "eval_method": True,
+             "budgets": [{"size_mib": b} for b in budgets], "calibration": calibration_sequences(model, None)}
+    t = time.perf_counter()
+    arts = export_budgets(model, out, extra, lambda *a, **k: print(*a, file=sys.stderr, flush=True))
+    export_s = time.perf_counter() - t
+    files = {f"--size-mib {a['budget']['size_mib']:g} --awq --share-tied (.pte + .ptd)": out / a["file"] for a in arts}
+    files.update(llama_cpp_files(CACHE / "qpb-llama.cpp"))
+    datasets = eval_datasets(args.program_dialogues)
+    ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), Path(tempfile.mkdtemp(prefix="edgechat-tied-")))
+    rows = {}
+    try:
+        for name, path in files.items():
+            engine = (PteEngine if path.suffix == ".pte" else LlamaCppEngine)(path, n_ctx=N_CTX, threads=THREADS,
+                                                                               logits_all=True)
+            try:
+                rows[name] = {"bytes": artifact_bytes(path), "file": path.name, **{
+                    d: evaluate(engine, ref, data, n_ctx=N_CTX, max_chunks=args.program_chunks).as_dict()
+                    for d, data in datasets.items()}}
+            finally:
+                engine.close()
+            print(f"{name}: {rows[name]['bytes'] / 2**20:.2f} MiB, WikiText-2 KLD "
+                  f"{rows[name]['wikitext2']['mean_kld']:.4f}", file=sys.stderr, flush=True)
+    finally:
+        ref.close()
+    speeds = decode_speeds(files, args.rounds, args.tokens)
+    for name, row in rows.items():
+        row["decode_tok_s"] = median(speeds[name])
+    for a in arts:
+        rows[next(n for n, p in files.items() if p.name == a["file"])]["plan"] = a["plan"]
+    table = md_table(["artifact", "MiB", "WikiText-2 KLD", "top-1", "PPL", "DailyDialog KLD", "top-1", "PPL",
+                      "decode tok/s"],
+                     [[n, round(r["bytes"] / 2**20, 2), r["wikitext2"]["mean_kld"], r["wikitext2"]["top1_agreement"],
+                       r["wikitext2"]["ppl"], r["dailydialog"]["mean_kld"], r["dailydialog"]["top1_agreement"],
+                       r["dailydialog"]["ppl"], round(r["decode_tok_s"], 1)] for n, r in rows.items()])
+    goals = []
+    for n, r in rows.items():
+        if not n.startswith("--size-mib"):
+            continue
+        for g, q in rows.items():  # every GGUF within 5% of the program's size
+            if g.startswith("llama.cpp") and abs(q["bytes"] / r["bytes"] - 1) <= 0.05:
+                k, lim = r["wikitext2"]["mean_kld"], 1.5 * q["wikitext2"]["mean_kld"]
+                goals.append([f"{n} vs {g}: mean KLD <= 1.5x {q['wikitext2']['mean_kld']:.4f}", round(k, 4),
+                              round(lim, 4), "yes" if k <= lim else "NO"])
+                d, dl = r["decode_tok_s"], 0.8 * q["decode_tok_s"]
+                goals.append([f"{n} vs {g}: decode >= 0.8x {q['decode_tok_s']:.1f} tok/s", round(d, 1), round(dl, 1),
+                              "yes" if d >= dl else "NO"])
+    plans = "; ".join(f"{n}: {r['plan']['tensor_types'] and _counts(r['plan']['tensor_types'])}"
+                      for n, r in rows.items() if "plan" in r)
+    md = (f"SmolLM2-135M-Instruct against the fp32 reference (torch), {THREADS} thread: WikiText-2 "
+          f"{args.program_chunks} chunks x {N_CTX}, DailyDialog {args.program_dialogues} dialogues; the programs "
+          f"through their forward_all method (ExecuTorch's runtime, the .ptd loaded beside the .pte), the GGUFs by "
+          f"llama.cpp. Decode: median of {args.rounds} interleaved rounds of {args.tokens} tokens. Export of both "
+          f"programs (one sensitivity pass, AWQ search, two lowerings): {export_s:.0f} s.\n\n" + table
+          + "\n\n" + md_table(["goal (issue 12)", "value", "limit", "met"], goals)
+          + f"\n\nPlans (module types): {plans}\n")
+    bench.write({"export_s": export_s, "rows": rows, "speeds": speeds}, md)
+
+
+def _counts(types: dict) -> str:
+    return ", ".join(f"{t} x{n}" for t, n in sorted({t: list(types.values()).count(t) for t in types.values()}.items()))
 
 
 if __name__ == "__main__":

@@ -105,15 +105,16 @@ def quantize_module(module, opts: PteOptions):
     return apply_plan(module, module_plan(module, opts), opts.hqq)
 
 
-def build_program(model: Model, opts: PteOptions, step=lambda *_a, **_k: None, module=None):
+def build_program(model: Model, opts: PteOptions, step=lambda *_a, **_k: None, module=None, data_tag: str = "model"):
     """Model -> ExecutorchProgramManager (not yet written). ExecuTorch's export code warns about its own
-    deprecated calls and prints from its quantizers: keep that out of the user's terminal and of --json."""
+    deprecated calls and prints from its quantizers: keep that out of the user's terminal and of --json.
+    data_tag: the external data file's stem when opts.share_tied (converters.pte_tied)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        return _build_program(model, opts, step, module)
+        return _build_program(model, opts, step, module, data_tag)
 
 
-def _build_program(model: Model, opts: PteOptions, step, module=None):
+def _build_program(model: Model, opts: PteOptions, step, module=None, data_tag: str = "model"):
     import executorch.kernels.quantized  # noqa: F401  (quantized embedding ops, needed by const-prop)
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
@@ -133,6 +134,10 @@ def _build_program(model: Model, opts: PteOptions, step, module=None):
                  f" (embedding {opts.embedding_quant}{f', group {opts.group_size}' if opts.group_size else ''})")
                  + (", HQQ scales" if opts.hqq else ""))
             module = quantize_module(module, opts)
+        if opts.share_tied:
+            from converters.pte_tied import share_table
+
+            share_table(module)
         step(f"torch.export ({'fused llama ops' if opts.fused_ops else 'plain ops'}, max_seq_len {seq})")
         methods = {"forward": (True, seq - 1)}
         if opts.eval_method:
@@ -144,8 +149,13 @@ def _build_program(model: Model, opts: PteOptions, step, module=None):
             programs[name] = export(ExportModel(module, seq, last_only=last_only), example,
                                     dynamic_shapes=dims, strict=False)
     step(f"lowering {' + '.join(programs)} to ExecuTorch, linears to XNNPACK")
+    partitioner, external = linear_partitioner(opts.quant), False
+    if opts.share_tied:  # the head's weights and the table into one data file, which keeps them once
+        from converters.pte_tied import table_tag, tag_head
+
+        partitioner, external = tag_head(partitioner, data_tag), table_tag(data_tag)
     edge = to_edge_transform_and_lower(
-        programs, partitioner=[linear_partitioner(opts.quant)],
+        programs, partitioner=[partitioner],
         compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
         constant_methods=llm_metadata(model, opts))
     leftover = [n for name in programs for n in edge.exported_program(name).graph.nodes
@@ -157,18 +167,37 @@ def _build_program(model: Model, opts: PteOptions, step, module=None):
         extract_delegate_segments=True,
         do_quant_fusion_and_const_prop=True,
         memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-        sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+        sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+        external_constants=external))
 
 
 def write_program(program, path: Path) -> None:
-    """Write to a temporary name beside `path` and rename, so a failed write leaves nothing behind."""
-    tmp = path.with_name(f".{path.name}.partial")
+    """Write to temporary names beside `path` and rename, so a failed write leaves nothing behind; a program
+    with external data (--share-tied) gets its .ptd beside it (converters.pte_tied.data_file)."""
+    from edgechat.core.files import pte_data_file as data_file
+
+    tmp, ptd = path.with_name(f".{path.name}.partial"), data_file(path)
+    tmp_dir = path.with_name(f".{path.name}.data")
     try:
         with open(tmp, "wb") as f:
             program.write_to_file(f)
+        data = getattr(program, "_tensor_data", None) or {}
+        if data:
+            tmp_dir.mkdir(exist_ok=True)
+            program.write_tensor_data_to_file(str(tmp_dir))
+            written = sorted(tmp_dir.iterdir())
+            if [p.name for p in written] != [ptd.name]:
+                raise RuntimeError(f"expected one data file {ptd.name}, ExecuTorch wrote {[p.name for p in written]}")
+            os.replace(written[0], ptd)
+        else:
+            ptd.unlink(missing_ok=True)  # a stale data file from an earlier export would be loaded with this one
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        if tmp_dir.exists():
+            for p in tmp_dir.iterdir():
+                p.unlink()
+            tmp_dir.rmdir()
 
 
 def export_pte_file(model: Model, path: Path, opts: PteOptions, step=lambda *_a, **_k: None, module=None,
@@ -178,12 +207,16 @@ def export_pte_file(model: Model, path: Path, opts: PteOptions, step=lambda *_a,
         from converters.pte_levers import prepare_module
 
         module, levers = prepare_module(model, opts, calibration, step=step)
-    write_program(build_program(model, opts, step, module=module), path)
+    write_program(build_program(model, opts, step, module=module, data_tag=path.stem), path)
     art = {"file": path.name, "format": "pte", "quant": opts.quant, "group_size": opts.group_size,
            "embedding_quant": opts.embedding_quant, "head_quant": opts.head_quant, "max_seq_len": opts.max_seq_len,
            "fused_ops": opts.fused_ops, "fuse_qkv": opts.fuse_qkv, "fuse_mlp": opts.fuse_mlp,
            "methods": ["forward", "forward_all"] if opts.eval_method else ["forward"],
            "hqq": opts.hqq, "awq": opts.awq, "qat_steps": opts.qat_steps}
+    if opts.share_tied:
+        from edgechat.core.files import pte_data_file
+
+        art["data_file"] = pte_data_file(path).name
     for key, value in (levers or {}).items():  # the levers' own records: AWQ's alphas, QAT's run
         art[key if key != "awq" else "awq_scales"] = value
     art["export_s"] = round(time.perf_counter() - t0, 1)
@@ -198,6 +231,10 @@ def export_pte(model: Model, out_dir: Path, quants: list[str], options: ExportOp
     extra = options.extra or {}
     check_options(quants, extra)
     resolved = [resolve_options(model, q, extra) for q in quants]  # every refusal before any work
+    from converters.pte_tied import check_tied
+
+    for opts in resolved + ([budget_options(model, extra)] if extra.get("budgets") else []):
+        check_tied(model, opts)
     if options.threads:
         torch.set_num_threads(options.threads)
     artifacts = []
@@ -216,21 +253,32 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
     from converters import mixed_precision as mp
     from converters.pte_budget import budget_sensitivity, check_budgets, plan_within
     from converters.pte_levers import prepare_module
+    from edgechat.core.files import artifact_bytes as data_bytes, pte_data_file as data_file
 
     budgets, opts = extra["budgets"], budget_options(model, extra)
     allowed, fixed = check_budgets(model, opts, budgets)
     module, levers = prepare_module(model, opts, extra.get("calibration"), step)
     sens = budget_sensitivity(model, module, opts, extra.get("calibration"), step, extra.get("measure_all"))
+    if opts.share_tied:  # the head at 8 bits, the table its rows: paid for once
+        from converters.pte_tied import tied_sensitivity
+
+        sens = tied_sensitivity(sens)
     out = []
     for budget, limit in zip(budgets, allowed):
         name = budget_name(budget)
         path = out_dir / f"{slug(model.name)}-{name}.pte"
-        plan, record = plan_within(sens, limit, fixed)
+        try:
+            plan, record = plan_within(sens, limit, fixed)
+        except ValueError:  # only with --share-tied: its 8-bit head can make the smallest plan larger
+            least = sum(min(e["bytes"] for e in t["types"].values()) for t in sens["tensors"].values()) + fixed
+            raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte with the tied "
+                                f"matrix held once (--share-tied, an 8-bit head): {least / 2**20:.2f} MiB; ask for "
+                                "at least that, or drop --share-tied") from None
         total, overs = limit + fixed, []  # the file's budget; the overshoots taken off the plan
         while True:
             art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
                                   module=copy.deepcopy(module), levers=levers)
-            if (size := path.stat().st_size) <= total:
+            if (size := data_bytes(path)) <= total:
                 break
             # the program's own bytes beyond the weights are estimated: take the overshoot off and plan again
             overs.append(size - total)
@@ -242,6 +290,7 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
                 except ValueError:  # below the smallest plan
                     pass
             path.unlink()
+            data_file(path).unlink(missing_ok=True)
             raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte this model "
                                 f"makes once written: {size / 2**20:.2f} MiB with the types planned for it "
                                 "last; ask for more")

@@ -34,6 +34,7 @@ class PteOptions:
     qat_steps: int = 0  # quantization-aware training steps, distilled from the fp32 model (pte_qat)
     qat_device: str = "cpu"
     plan: dict | None = None  # per-module choices (converters.pte_mixed), e.g. a budget's plan
+    share_tied: bool = False  # a tied embedding/head held once, in a .ptd beside the program (pte_tied)
 
 
 def check_options(quants: list[str], extra: dict) -> None:
@@ -62,6 +63,9 @@ def check_options(quants: list[str], extra: dict) -> None:
                             "affine grid the program is then quantized with; drop --hqq")
     if extra.get("qat_steps") is not None and extra["qat_steps"] < 0:
         raise EdgechatError(f"--qat-steps {extra['qat_steps']} is negative: give 0 (no training) or more")
+    if extra.get("share_tied") and quants and not extra.get("budgets") and "fp32" in quants:
+        raise EdgechatError("--share-tied applies to quantized programs (8da8w, 8da4w --head-quant 8w "
+                            "--embedding-quant 8w, or --bpw/--size-mib plans), not to --quant fp32")
     if quants == ["fp32"] and (extra.get("awq") or extra.get("qat_steps") or extra.get("hqq")) \
             and not extra.get("budgets"):
         raise EdgechatError("--hqq, --awq and --qat-steps apply to 8da4w and 8da8w, not to --quant fp32")
@@ -112,7 +116,7 @@ def resolve_options(model: Model, quant: str, extra: dict) -> PteOptions:
                       fuse_mlp=extra.get("fuse_mlp", True), eval_method=extra.get("eval_method", False),
                       hqq=hqq_default(extra, quant == "8da4w"), awq=bool(extra.get("awq", False)) and quant != "fp32",
                       qat_steps=int(extra.get("qat_steps") or 0) if quant != "fp32" else 0,
-                      qat_device=extra.get("qat_device", "cpu"))
+                      qat_device=extra.get("qat_device", "cpu"), share_tied=bool(extra.get("share_tied")))
 
 
 def budget_options(model: Model, extra: dict) -> PteOptions:
@@ -121,4 +125,5 @@ def budget_options(model: Model, extra: dict) -> PteOptions:
                                            if k in ("max_seq_len", "fused_ops", "fuse_qkv", "fuse_mlp", "eval_method")})
     return replace(base, quant="mixed", group_size=extra.get("group_size") or 0, embedding_quant="plan",
                    head_quant="plan", hqq=hqq_default(extra, True), awq=bool(extra.get("awq", False)),
-                   qat_steps=int(extra.get("qat_steps") or 0), qat_device=extra.get("qat_device", "cpu"))
+                   qat_steps=int(extra.get("qat_steps") or 0), qat_device=extra.get("qat_device", "cpu"),
+                   share_tied=bool(extra.get("share_tied")))

@@ -9,6 +9,7 @@ import numpy as np
 
 from edgechat.core import conversation
 from edgechat.core.errors import EdgechatError
+from edgechat.core.files import artifact_bytes, pte_data_file
 from edgechat.core.native_io import quiet_stderr
 from runtimes.base import Engine
 
@@ -60,13 +61,22 @@ def read_program(path: Path):
     """Load a .pte and its metadata methods; a clear error for a missing, foreign or metadata-less file."""
     if not path.is_file():
         raise EdgechatError(f"no such file: {path}")
-    rt = runtime()
+    rt, ptd = runtime(), pte_data_file(path)
+    if not ptd.exists():
+        from edgechat.core.manifest import read_manifest
+
+        entry = next((a for a in (read_manifest(path.parent) or {}).get("artifacts", [])
+                      if a.get("file") == path.name), {})
+        if entry.get("data_file"):
+            raise EdgechatError(f"{path.name} keeps its weights' shared part in {entry['data_file']}, which is not "
+                                f"beside it in {path.parent}: copy the two files together")
     try:
         with quiet_stderr():
-            program = rt.load_program(path)
+            program = rt.load_program(path, data_path=ptd) if ptd.exists() else rt.load_program(path)
     except Exception as e:  # the runtime raises RuntimeError/ValueError with a status code
-        raise EdgechatError(f"ExecuTorch could not load {path.name}: {str(e).splitlines()[0] if str(e) else e}"
-                            " (not a valid .pte?)") from None
+        raise EdgechatError(f"ExecuTorch could not load {path.name}"
+                            + (f" with {ptd.name}" if ptd.exists() else "")
+                            + f": {str(e).splitlines()[0] if str(e) else e} (not a valid .pte?)") from None
     names = program.method_names
     missing = [m for m in REQUIRED_METADATA if m not in names]
     if "forward" not in names or missing:
@@ -110,7 +120,7 @@ class PteEngine(Engine):
         self.chunk = self._max_tokens("forward") if self.meta["enable_dynamic_shape"] else 1
         self.n_vocab = int(self.meta["get_vocab_size"])
         self.model_path = str(path)
-        self.model_bytes = path.stat().st_size
+        self.model_bytes = artifact_bytes(path)
         template = folder / "chat_template.jinja"
         self.chat_template = template.read_text() if template.exists() else None
         self.bos_text, self.eos_text, self.add_bos = self.tok.bos_text, self.tok.eos_text, self.tok.add_bos
@@ -120,7 +130,9 @@ class PteEngine(Engine):
                 self._forward = self.program.load_method("forward")
         except Exception as e:
             raise EdgechatError(f"ExecuTorch could not load {path.name}'s forward method: "
-                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (a damaged .pte?)") from None
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__} (a damaged .pte"
+                                + ("?)" if pte_data_file(path).exists() else ", or one whose .ptd data file is "
+                                   "missing?)")) from None
         self._all = None
         self._ids: list[int] = []  # token at each position of the forward method's cache
         self._valid = 0  # positions [0, _valid) of that cache hold _ids' K/V

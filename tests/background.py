@@ -40,6 +40,14 @@ JOBS = {
     "pte-mixed-hqq": ("hqq_out", lambda out: CLI + [
         "convert", str(STORIES), "-o", str(out), "--format", "pte", "--size-mib", "0.3", "--max-seq-len", "64",
         "--hqq", "--no-eval"]),
+    # the tied matrix held once (tests/converters/test_pte_tied.py): 8da8w and a budget plan with --share-tied,
+    # and the same 8da8w program holding it twice
+    "pte-tied": ("tied_out", lambda out: CLI + [
+        "convert", str(STORIES), "-o", str(out), "--format", "pte", "--quant", "8da8w", "--size-mib", "0.3",
+        "--max-seq-len", "64", "--share-tied", "--no-eval"]),
+    "pte-apart": ("apart_out", lambda out: CLI + [
+        "convert", str(STORIES), "-o", str(out), "--format", "pte", "--quant", "8da8w", "--max-seq-len", "64",
+        "--no-eval"]),
     "vulkan": ("vulkan_artifact", lambda out: [sys.executable, "-m", "tests.background", "vulkan", str(out),
                                                str(STORIES)]),
     "coreml": ("coreml_convert", lambda out: CLI + [

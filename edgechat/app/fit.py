@@ -66,7 +66,9 @@ def _shape(path: Path, engine: str):
             return None
         with target_errors():
             spec = ModelSpec.from_dict(m["model"], name=path.stem)
-        return spec, path.stat().st_size, entry.get("quant"), int(entry.get("max_seq_len") or spec.max_seq_len)
+        from edgechat.core.files import artifact_bytes
+
+        return spec, artifact_bytes(path), entry.get("quant"), int(entry.get("max_seq_len") or spec.max_seq_len)
     if engine == "torch":
         spec = model_spec(path)[0]
         return spec, 4.0 * spec.params(), None, spec.max_seq_len

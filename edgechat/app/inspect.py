@@ -76,9 +76,13 @@ def describe_pte(path: Path) -> dict:
     from runtimes.pte_engine import read_program
 
     _program, meta = read_program(path)
-    info = {"file": str(path), "format": "pte", "bytes": path.stat().st_size,
+    from edgechat.core.files import artifact_bytes, pte_data_file
+
+    info = {"file": str(path), "format": "pte", "bytes": artifact_bytes(path),
             "metadata": {k: (list(v) if k == "get_eos_ids" else v) for k, v in meta.items()},
             "program_types": type_counts(program_layout(path))}
+    if pte_data_file(path).exists():  # --share-tied: the tied matrix's one copy lives there
+        info["data_file"] = pte_data_file(path).name
     manifest = read_manifest(path.parent)
     entry = next((a for a in (manifest or {}).get("artifacts", []) if a.get("file") == path.name), None)
     if entry:

@@ -11,7 +11,7 @@ from edgechat.core.data import read_eval_data
 from edgechat.app.compress import check_gate
 from edgechat.core.errors import GateFailed
 from edgechat.core.errors import EdgechatError
-from edgechat.core.files import file_sha256, staging
+from edgechat.core.files import artifact_bytes, file_sha256, staging
 from edgechat.core.manifest import write_manifest
 from edgechat.reports.progress import Steps
 from edgechat.core.sources import load_model
@@ -120,8 +120,10 @@ def convert(source, out_dir: str | Path, opts: ConvertOptions, steps: Steps) -> 
         for art in artifacts:
             path = tmp / art["file"]
             if art["format"] != "hf":
-                art["bytes"] = path.stat().st_size
+                art["bytes"] = artifact_bytes(path)  # a .pte's external data (--share-tied) included
                 art["sha256"] = file_sha256(path)
+                if art.get("data_file"):
+                    art["data_sha256"] = file_sha256(tmp / art["data_file"])
                 art["size"] = artifact_size(art, path, model)
                 note = artifact_note(art)
                 if note:
@@ -167,7 +169,7 @@ def artifact_size(art: dict, path: Path, model) -> dict:
         report.pop("file_bytes")
         return report
     params = model.config.param_count()
-    return {"bpw": round(path.stat().st_size * 8 / params, 3), "weights": params, "from": "file bytes"}
+    return {"bpw": round(artifact_bytes(path) * 8 / params, 3), "weights": params, "from": "file bytes"}
 
 
 def artifact_note(art: dict) -> str | None:

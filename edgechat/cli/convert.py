@@ -43,6 +43,10 @@ from edgechat.core.errors import GateFailed
               "fp32 model through torchao's fake quantization of the program's own configs (default: 0). On "
               "SmolLM2-135M, 100 steps took 23 min on 2 CPU cores and cut 8da4w's WikiText-2 mean KLD "
               "from 0.59 to 0.37.")
+@click.option("--share-tied", is_flag=True, help="pte: for a model that ties its embedding and head, keep that "
+              "matrix once, at 8 bits, in a .ptd file beside the .pte (the head's rows are the lookup table); "
+              "--size-mib/--bpw plans spend the bytes saved on the rest. SmolLM2-135M at 100.57 MiB: WikiText-2 "
+              "mean KLD 0.27 -> 0.09.")
 @click.option("--calib", type=click.Path(), help="Calibration text for the importance matrix and the sensitivity pass "
               "(default: chit-chat dialogues).")
 @click.option("--eval-data", type=click.Path(), help="Text for the manifest's quality figures "
@@ -56,7 +60,7 @@ from edgechat.core.errors import GateFailed
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @compression_options
 def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_quant, max_seq_len, imatrix, bpw,
-            size_mib, hqq, awq, qat_steps, calib, eval_data, no_eval, threads, target, accelerator, as_json, **compression):
+            size_mib, hqq, awq, qat_steps, share_tied, calib, eval_data, no_eval, threads, target, accelerator, as_json, **compression):
     """Convert SOURCE into artifacts in OUTPUT, with quality figures vs the fp32 model."""
     from edgechat.app.pipeline import ConvertOptions, convert as run_convert
     from edgechat.reports.progress import Steps
@@ -69,7 +73,8 @@ def convert(source, out_dir, formats, quants, group_size, embedding_quant, head_
                           extra={k: v for k, v in (("group_size", group_size), ("max_seq_len", max_seq_len),
                                                    ("embedding_quant", embedding_quant and embedding_quant.lower()),
                                                    ("head_quant", head_quant and head_quant.lower()),
-                                                   ("hqq", hqq), ("awq", awq), ("qat_steps", qat_steps))
+                                                   ("hqq", hqq), ("awq", awq), ("qat_steps", qat_steps),
+                                                   ("share_tied", share_tied or None))
                                  if v is not None})
     opts.budgets = [{"bpw": x} for x in bpw] + [{"size_mib": n} for n in size_mib]
     opts.recipe = recipe_from_cli(**compression)

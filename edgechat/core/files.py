@@ -38,6 +38,17 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def pte_data_file(pte: Path) -> Path:
+    """Where a program's external data (a .ptd: --share-tied's one copy of a tied matrix) lives: beside it."""
+    return pte.with_suffix(".ptd")
+
+
+def artifact_bytes(path: Path) -> int:
+    """An artifact's bytes on disk: the file, and a .pte's external data file where it has one."""
+    ptd = pte_data_file(path) if path.suffix == ".pte" else None
+    return path.stat().st_size + (ptd.stat().st_size if ptd and ptd.exists() else 0)
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write beside the target, then rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share a temp file
