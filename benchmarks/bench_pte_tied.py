@@ -1,9 +1,8 @@
 """What holding SmolLM2's tied embedding/head matrix once would buy a .pte plan (issue 12's miss at llama.cpp
 Q4_K_M's size). A program keeps the 49152 x 576 matrix twice: the lookup table (ExecuTorch's quantized
 embedding) and the head's XNNPACK weights; the GGUF keeps it once. This benchmark measures the ceiling of
-sharing it, without the runtime kernels that would do it (torchao's _shared_embedding_*bit, not shipped in
-the executorch wheel or torchao here): one sensitivity pass (HQQ + AWQ, as the exported plans), then at each
---budget-mib two plans:
+sharing it on the quantized module run eagerly (cheap; --programs exports and runs the real files): one
+sensitivity pass (HQQ + AWQ, as the exported plans), then at each --budget-mib two plans:
   apart: the plan convert makes today (the table and the head each planned and paid for);
   once:  the head held at 8 bits (8da8w, per-row int8 and fp32 scales) and the table taken as those same rows
          (8-bit rows, per-row scales), paid for once, so the table's bytes go to the rest of the model.
@@ -33,18 +32,8 @@ from bench_quality_per_byte_pte import SEQ, EagerProgram  # noqa: E402
 from common import Bench, md_table, median  # noqa: E402
 
 THREADS = 1  # another 1-thread run can share this 2-core machine
-HEAD, TABLE = "lm_head", "model.embed_tokens"
 # the GGUFs of those sizes (40 x 512 WikiText-2, bench_quality_per_byte_pte) and issue 12's goal for the .pte
 GGUF = {100.57: ("llama.cpp Q4_K_M", 0.05739), 87.48: ("llama.cpp Q4_0", 0.2929)}
-
-
-def tied_once(sens: dict) -> dict:
-    """The sensitivities with the head held at 8 bits and the table free: its 8-bit rows are the head's."""
-    out = copy.deepcopy(sens)
-    head, table = out["tensors"][HEAD]["types"], out["tensors"][TABLE]["types"]
-    out["tensors"][HEAD]["types"] = {"8da8w": head["8da8w"]}
-    out["tensors"][TABLE]["types"] = {"8w": {**table["8w"], "bytes": 0}}
-    return out
 
 
 def main():
@@ -70,6 +59,7 @@ def main():
     from converters.pte_budget import budget_sensitivity, check_budgets
     from converters.pte_levers import calibration_for, prepare_module
     from converters.pte_options import budget_options
+    from converters.pte_tied import HEAD, TABLE, tied_sensitivity
     from edgechat.app.evaluate import evaluate
     from edgechat.core.sources import load_model
     from runtimes.torch_engine import TorchEngine
@@ -90,7 +80,7 @@ def main():
     rows = []
     try:
         for budget, limit in zip(budgets, allowed):
-            for how, s in (("apart", sens), ("once", tied_once(sens))):
+            for how, s in (("apart", sens), ("once", tied_sensitivity(sens, pm.planned_modules(module)))):
                 plan = mp.choose_types(s, limit)
                 summary = mp.plan_summary(s, plan)
                 quantized = pm.apply_plan(copy.deepcopy(module), plan, opts.hqq)
@@ -120,7 +110,7 @@ def main():
           f"thread), each scored eagerly by torchao against the fp32 reference: WikiText-2 {args.chunks} chunks x "
           f"{N_CTX}, DailyDialog {args.dialogues} dialogues. 'apart': the table and the head planned and paid for "
           f"each (what convert writes); 'once': the head held at 8 bits and the table taken as its rows, paid for "
-          f"once (no runtime here can run that program: the ceiling of sharing, not a file). The GGUF's KLD is its "
+          f"once (what --share-tied writes; --programs runs those files). The GGUF's KLD is its "
           f"40-chunk figure from bench_quality_per_byte_pte; the eager rows there score 6 chunks, so the ratio is "
           f"indicative.\n\n"
           + md_table(["budget MiB", "tied matrix", "plan MiB", "head", "table", "modules by type", "WikiText-2 KLD",
@@ -129,7 +119,7 @@ def main():
 
 
 def programs(args, budgets):
-    """The --share-tied programs of each budget (one convert-path export, HQQ + AWQ, forward_all for scoring)
+    """The --share-tied programs of each budget (convert's own export path: HQQ + AWQ, one sensitivity pass)
     against llama.cpp's own GGUFs: quality on the issue's text, then interleaved decode."""
     import torch
 
@@ -153,11 +143,15 @@ def programs(args, budgets):
     model.tokenizer.save(out)
     if model.chat_template:
         (out / "chat_template.jinja").write_text(model.chat_template)
-    extra = {"max_seq_len": SEQ, "awq": True, "share_tied": True, "eval_method": True,
+    # the files convert writes (no forward_all: it adds ~0.5 MiB of program, which the budget would pay for),
+    # scored through one-token steps of `forward`, the decode path; exported on both cores
+    torch.set_num_threads(2)
+    extra = {"max_seq_len": SEQ, "awq": True, "share_tied": True,
              "budgets": [{"size_mib": b} for b in budgets], "calibration": calibration_sequences(model, None)}
     t = time.perf_counter()
     arts = export_budgets(model, out, extra, lambda *a, **k: print(*a, file=sys.stderr, flush=True))
     export_s = time.perf_counter() - t
+    torch.set_num_threads(THREADS)
     files = {f"--size-mib {a['budget']['size_mib']:g} --awq --share-tied (.pte + .ptd)": out / a["file"] for a in arts}
     files.update(llama_cpp_files(CACHE / "qpb-llama.cpp"))
     datasets = eval_datasets(args.program_dialogues)
@@ -203,7 +197,7 @@ def programs(args, budgets):
                       for n, r in rows.items() if "plan" in r)
     md = (f"SmolLM2-135M-Instruct against the fp32 reference (torch), {THREADS} thread: WikiText-2 "
           f"{args.program_chunks} chunks x {N_CTX}, DailyDialog {args.program_dialogues} dialogues; the programs "
-          f"through their forward_all method (ExecuTorch's runtime, the .ptd loaded beside the .pte), the GGUFs by "
+          f"one token at a time through `forward` (ExecuTorch's runtime, the .ptd loaded beside the .pte), the GGUFs by "
           f"llama.cpp. Decode: median of {args.rounds} interleaved rounds of {args.tokens} tokens. Export of both "
           f"programs (one sensitivity pass, AWQ search, two lowerings): {export_s:.0f} s.\n\n" + table
           + "\n\n" + md_table(["goal (issue 12)", "value", "limit", "met"], goals)

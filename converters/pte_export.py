@@ -262,7 +262,9 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
     if opts.share_tied:  # the head at 8 bits, the table its rows: paid for once
         from converters.pte_tied import tied_sensitivity
 
-        sens = tied_sensitivity(sens)
+        from converters.pte_mixed import planned_modules
+
+        sens = tied_sensitivity(sens, planned_modules(module))
     out = []
     for budget, limit in zip(budgets, allowed):
         name = budget_name(budget)
@@ -284,8 +286,12 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
             overs.append(size - total)
             if len(overs) <= REPLANS:
                 try:
-                    plan, record = plan_within(sens, limit - sum(overs), fixed)
-                    step(f"{path.name} is {overs[-1]} bytes over its budget: planned again {sum(overs)} bytes smaller")
+                    # below the last plan's own bytes too: an overshoot smaller than the planner's byte step
+                    # would otherwise give the same plan again
+                    smaller = min(limit - sum(overs), record["tensor_bytes"] - overs[-1])
+                    plan, record = plan_within(sens, smaller, fixed)
+                    step(f"{path.name} is {overs[-1]} bytes over its budget: planned again {limit - smaller} bytes "
+                         "smaller")
                     continue
                 except ValueError:  # below the smallest plan
                     pass

@@ -32,13 +32,17 @@ def check_tied(model, opts) -> None:
                             "--head-quant 8w --embedding-quant 8w)")
 
 
-def tied_sensitivity(sens: dict) -> dict:
+def tied_sensitivity(sens: dict, planned) -> dict:
     """The sensitivities a budget plans from when the matrix is held once: the head at 8 bits only, the
-    table free (its 8-bit rows are the head's)."""
+    table's int8 rows free (they are the head's); its fp32 per-row scales are still paid for, since XNNPACK
+    keeps the head's scales in the program (SmolLM2: 192 KiB)."""
+    from converters.pte_mixed import _aligned
+
     out = copy.deepcopy(sens)
     tensors = out["tensors"]
+    table = next(m for m in planned if m.name == TABLE)
     tensors[HEAD]["types"] = {HEAD_CHOICE: tensors[HEAD]["types"][HEAD_CHOICE]}
-    tensors[TABLE]["types"] = {TABLE_CHOICE: {**tensors[TABLE]["types"][TABLE_CHOICE], "bytes": 0}}
+    tensors[TABLE]["types"] = {TABLE_CHOICE: {**tensors[TABLE]["types"][TABLE_CHOICE], "bytes": _aligned(4 * table.rows)}}
     return out
 
 
