@@ -126,7 +126,7 @@ def programs(args, budgets):
     from bench_quality_per_byte import llama_cpp_files
     from bench_quality_per_byte_pte import decode_speeds
     from common import CACHE
-    from converters.pte_export import export_budgets
+    from converters.pte_budget import export_budgets
     from edgechat.app.evaluate import evaluate
     from edgechat.core.conversation import calibration_sequences
     from edgechat.core.files import artifact_bytes

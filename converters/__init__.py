@@ -11,7 +11,7 @@ __all__ = ["FORMAT_MODULES", "ExportOptions", "Format", "register_format", "form
            "plan_exports"]
 
 # format name -> the module that registers it
-FORMAT_MODULES = {"gguf": "converters.gguf_export", "pte": "converters.pte_export", "hf": "converters.hf_writer"}
+FORMAT_MODULES = {"gguf": "converters.gguf_export", "pte": "converters.pte_format", "hf": "converters.hf_writer"}
 
 
 def format_names() -> tuple[str, ...]:

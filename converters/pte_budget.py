@@ -1,13 +1,18 @@
 """.pte plans for a size budget (--bpw / --size-mib with --format pte): the budget checked before any work, one
 per-module sensitivity pass on the export module (after any AWQ/QAT lever), then per budget the plan from
-converters.mixed_precision.choose_types (the one dynamic programme both formats use). converters.pte_export
-applies and exports each plan."""
+converters.mixed_precision.choose_types (the one dynamic programme both formats use), and export_budgets, which
+writes each plan's program through converters.pte_export and plans again smaller one that comes out over budget."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from converters import mixed_precision as mp
 from converters import pte_mixed as pm
-from converters.pte_levers import calibration_for
+from converters.pte_levers import calibration_for, prepare_module
+from edgechat.core.errors import EdgechatError
 from edgechat.core.model import Model
+
+REPLANS = 3  # a budget's program planned again at most this often when it comes out over the budget
 
 
 def check_budgets(model: Model, opts, budgets: list[dict]) -> tuple[list[int], int]:
@@ -53,3 +58,64 @@ def plan_within(sens: dict, limit: int, fixed: int) -> tuple[dict, dict]:
     return plan, {**summary, "predicted_file_bytes": summary["tensor_bytes"] + fixed, "method": sens["method"],
                   "calibration": sens["calibration"],
                   "sensitivity": {n: {t: e["kld"] for t, e in info["types"].items()} for n, info in sens["tensors"].items()}}
+
+
+def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]:
+    """One .pte per budget: checked before any work, one sensitivity pass after the levers, one plan each."""
+    import copy
+    from dataclasses import replace
+
+    from converters.gguf_export import budget_name, slug
+    from converters.pte_export import export_pte_file
+    from converters.pte_options import budget_options
+    from edgechat.core.files import artifact_bytes as data_bytes, pte_data_file as data_file
+
+    budgets, opts = extra["budgets"], budget_options(model, extra)
+    allowed, fixed = check_budgets(model, opts, budgets)
+    module, levers = prepare_module(model, opts, extra.get("calibration"), step)
+    sens = budget_sensitivity(model, module, opts, extra.get("calibration"), step, extra.get("measure_all"))
+    if opts.share_tied:  # the head at 8 bits, the table its rows: paid for once
+        from converters.pte_tied import tied_sensitivity
+
+        from converters.pte_mixed import planned_modules
+
+        sens = tied_sensitivity(sens, planned_modules(module))
+    out = []
+    for budget, limit in zip(budgets, allowed):
+        name = budget_name(budget)
+        path = out_dir / f"{slug(model.name)}-{name}.pte"
+        try:
+            plan, record = plan_within(sens, limit, fixed)
+        except ValueError:  # only with --share-tied: its 8-bit head can make the smallest plan larger
+            least = sum(min(e["bytes"] for e in t["types"].values()) for t in sens["tensors"].values()) + fixed
+            raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte with the tied "
+                                f"matrix held once (--share-tied, an 8-bit head): {least / 2**20:.2f} MiB; ask for "
+                                "at least that, or drop --share-tied") from None
+        total, overs = limit + fixed, []  # the file's budget; the overshoots taken off the plan
+        while True:
+            art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
+                                  module=copy.deepcopy(module), levers=levers)
+            if (size := data_bytes(path)) <= total:
+                break
+            # the program's own bytes beyond the weights are estimated: take the overshoot off and plan again
+            overs.append(size - total)
+            if len(overs) <= REPLANS:
+                try:
+                    # below the last plan's own bytes too: an overshoot smaller than the planner's byte step
+                    # would otherwise give the same plan again
+                    smaller = min(limit - sum(overs), record["tensor_bytes"] - overs[-1])
+                    plan, record = plan_within(sens, smaller, fixed)
+                    step(f"{path.name} is {overs[-1]} bytes over its budget: planned again {limit - smaller} bytes "
+                         "smaller")
+                    continue
+                except ValueError:  # below the smallest plan
+                    pass
+            path.unlink()
+            data_file(path).unlink(missing_ok=True)
+            raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte this model "
+                                f"makes once written: {size / 2**20:.2f} MiB with the types planned for it "
+                                "last; ask for more")
+        if overs:
+            record["replanned_over_bytes"] = overs
+        out.append({**art, "budget": budget, "plan": record})
+    return out

@@ -15,19 +15,13 @@ import io
 import os
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import torch
-from targets import schemes
 
-from converters.formats import ExportOptions, register_format
-from converters.gguf_export import budget_name, slug
-from converters.pte_options import PteOptions, budget_options, check_options, resolve_options
-from edgechat.core.errors import EdgechatError
+from converters.pte_options import PteOptions
 from edgechat.core.model import Model
 
-REPLANS = 3  # a budget's program planned again at most this often when it comes out over the budget
 EVAL_CHUNK = 256  # forward_all's longest call: bounds its planned memory (T x vocab logits)
 
 
@@ -221,86 +215,3 @@ def export_pte_file(model: Model, path: Path, opts: PteOptions, step=lambda *_a,
         art[key if key != "awq" else "awq_scales"] = value
     art["export_s"] = round(time.perf_counter() - t0, 1)
     return art
-
-
-@register_format("pte", quants=schemes.names("pte"), default=schemes.DEFAULTS["pte"])
-def export_pte(model: Model, out_dir: Path, quants: list[str], options: ExportOptions, progress=None) -> list[dict]:
-    """options.extra: the PteOptions fields, and "budgets" ([{"bpw": X} | {"size_mib": N}]) with "calibration"
-    (token sequences) for the per-module plans (converters.pte_budget)."""
-    step = progress.step if progress else (lambda *_a, **_k: None)
-    extra = options.extra or {}
-    check_options(quants, extra)
-    resolved = [resolve_options(model, q, extra) for q in quants]  # every refusal before any work
-    from converters.pte_tied import check_tied
-
-    for opts in resolved + ([budget_options(model, extra)] if extra.get("budgets") else []):
-        check_tied(model, opts)
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    artifacts = []
-    for opts in resolved:
-        path = out_dir / f"{slug(model.name)}-{opts.quant}.pte"
-        artifacts.append(export_pte_file(model, path, opts, step, calibration=extra.get("calibration")))
-    if extra.get("budgets"):
-        artifacts += export_budgets(model, out_dir, extra, step)
-    return artifacts
-
-
-def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]:
-    """One .pte per budget: checked before any work, one sensitivity pass after the levers, one plan each."""
-    import copy
-
-    from converters import mixed_precision as mp
-    from converters.pte_budget import budget_sensitivity, check_budgets, plan_within
-    from converters.pte_levers import prepare_module
-    from edgechat.core.files import artifact_bytes as data_bytes, pte_data_file as data_file
-
-    budgets, opts = extra["budgets"], budget_options(model, extra)
-    allowed, fixed = check_budgets(model, opts, budgets)
-    module, levers = prepare_module(model, opts, extra.get("calibration"), step)
-    sens = budget_sensitivity(model, module, opts, extra.get("calibration"), step, extra.get("measure_all"))
-    if opts.share_tied:  # the head at 8 bits, the table its rows: paid for once
-        from converters.pte_tied import tied_sensitivity
-
-        from converters.pte_mixed import planned_modules
-
-        sens = tied_sensitivity(sens, planned_modules(module))
-    out = []
-    for budget, limit in zip(budgets, allowed):
-        name = budget_name(budget)
-        path = out_dir / f"{slug(model.name)}-{name}.pte"
-        try:
-            plan, record = plan_within(sens, limit, fixed)
-        except ValueError:  # only with --share-tied: its 8-bit head can make the smallest plan larger
-            least = sum(min(e["bytes"] for e in t["types"].values()) for t in sens["tensors"].values()) + fixed
-            raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte with the tied "
-                                f"matrix held once (--share-tied, an 8-bit head): {least / 2**20:.2f} MiB; ask for "
-                                "at least that, or drop --share-tied") from None
-        total, overs = limit + fixed, []  # the file's budget; the overshoots taken off the plan
-        while True:
-            art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
-                                  module=copy.deepcopy(module), levers=levers)
-            if (size := data_bytes(path)) <= total:
-                break
-            # the program's own bytes beyond the weights are estimated: take the overshoot off and plan again
-            overs.append(size - total)
-            if len(overs) <= REPLANS:
-                try:
-                    # below the last plan's own bytes too: an overshoot smaller than the planner's byte step
-                    # would otherwise give the same plan again
-                    smaller = min(limit - sum(overs), record["tensor_bytes"] - overs[-1])
-                    plan, record = plan_within(sens, smaller, fixed)
-                    step(f"{path.name} is {overs[-1]} bytes over its budget: planned again {limit - smaller} bytes "
-                         "smaller")
-                    continue
-                except ValueError:  # below the smallest plan
-                    pass
-            path.unlink()
-            data_file(path).unlink(missing_ok=True)
-            raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte this model "
-                                f"makes once written: {size / 2**20:.2f} MiB with the types planned for it "
-                                "last; ask for more")
-        if overs:
-            record["replanned_over_bytes"] = overs
-        out.append({**art, "budget": budget, "plan": record})
-    return out
