@@ -68,7 +68,7 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
     from converters.gguf_export import budget_name, slug
     from converters.pte_export import export_pte_file
     from converters.pte_options import budget_options
-    from edgechat.core.files import artifact_bytes as data_bytes, pte_data_file as data_file
+    from edgechat.core.files import artifact_bytes, pte_data_file
 
     budgets, opts = extra["budgets"], budget_options(model, extra)
     allowed, fixed = check_budgets(model, opts, budgets)
@@ -77,9 +77,7 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
     if opts.share_tied:  # the head at 8 bits, the table its rows: paid for once
         from converters.pte_tied import tied_sensitivity
 
-        from converters.pte_mixed import planned_modules
-
-        sens = tied_sensitivity(sens, planned_modules(module))
+        sens = tied_sensitivity(sens, pm.planned_modules(module))
     out = []
     for budget, limit in zip(budgets, allowed):
         name = budget_name(budget)
@@ -95,7 +93,7 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
         while True:
             art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,
                                   module=copy.deepcopy(module), levers=levers)
-            if (size := data_bytes(path)) <= total:
+            if (size := artifact_bytes(path)) <= total:
                 break
             # the program's own bytes beyond the weights are estimated: take the overshoot off and plan again
             overs.append(size - total)
@@ -111,7 +109,7 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
                 except ValueError:  # below the smallest plan
                     pass
             path.unlink()
-            data_file(path).unlink(missing_ok=True)
+            pte_data_file(path).unlink(missing_ok=True)
             raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte this model "
                                 f"makes once written: {size / 2**20:.2f} MiB with the types planned for it "
                                 "last; ask for more")

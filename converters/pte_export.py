@@ -168,9 +168,9 @@ def _build_program(model: Model, opts: PteOptions, step, module=None, data_tag: 
 def write_program(program, path: Path) -> None:
     """Write to temporary names beside `path` and rename, so a failed write leaves nothing behind; a program
     with external data (--share-tied) gets its .ptd beside it (converters.pte_tied.data_file)."""
-    from edgechat.core.files import pte_data_file as data_file
+    from edgechat.core.files import pte_data_file
 
-    tmp, ptd = path.with_name(f".{path.name}.partial"), data_file(path)
+    tmp, ptd = path.with_name(f".{path.name}.partial"), pte_data_file(path)
     tmp_dir = path.with_name(f".{path.name}.data")
     try:
         with open(tmp, "wb") as f:

@@ -49,8 +49,8 @@ def tied_sensitivity(sens: dict, planned) -> dict:
 def share_table(module) -> None:
     """Make the quantized table the head's int8 rows and per-row scales, bit for bit (what lets the data
     file keep one copy). Both quantize rows symmetrically, so this only removes rounding differences."""
-    emb = dict(module.named_modules())[TABLE]
-    head = dict(module.named_modules())[HEAD].weight
+    modules = dict(module.named_modules())
+    emb, head = modules[TABLE], modules[HEAD].weight
     qdata, scale, zero = (getattr(head, n, None) for n in ("qdata", "scale", "zero_point"))
     if qdata is None or qdata.dtype != torch.int8 or tuple(qdata.shape) != tuple(emb.weight.shape) \
             or zero is None or bool(zero.any()):
