@@ -72,7 +72,8 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
 
     budgets, opts = extra["budgets"], budget_options(model, extra)
     allowed, fixed = check_budgets(model, opts, budgets)
-    module, levers = prepare_module(model, opts, extra.get("calibration"), step)
+    # with --qat-steps the plan comes first (from the fp32 weights), then each budget trains toward its own plan
+    module, levers = prepare_module(model, replace(opts, qat_steps=0), extra.get("calibration"), step)
     sens = budget_sensitivity(model, module, opts, extra.get("calibration"), step, extra.get("measure_all"))
     if opts.share_tied:  # the head at 8 bits, the table its rows: paid for once
         from converters.pte_tied import tied_sensitivity
@@ -89,6 +90,8 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
             raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte with the tied "
                                 f"matrix held once (--share-tied, an 8-bit head): {least / 2**20:.2f} MiB; ask for "
                                 "at least that, or drop --share-tied") from None
+        if opts.qat_steps:
+            module, levers = prepare_module(model, opts, extra.get("calibration"), step, plan=plan)
         total, overs = limit + fixed, []  # the file's budget; the overshoots taken off the plan
         while True:
             art = export_pte_file(model, path, replace(opts, quant=name, plan=plan), step,

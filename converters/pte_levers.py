@@ -16,9 +16,10 @@ def calibration_for(model: Model, calibration=None) -> list[list[int]]:
     return calibration_sequences(model, None)
 
 
-def prepare_module(model: Model, opts, calibration=None, step=lambda *_a, **_k: None):
-    """The fp32 export module (converters.pte_modules) of `opts` (a PteOptions) with QAT and the
-    activation-aware scales applied; returns (module, the levers' manifest record)."""
+def prepare_module(model: Model, opts, calibration=None, step=lambda *_a, **_k: None, plan=None):
+    """The fp32 export module (converters.pte_modules) of `opts` (a PteOptions) with QAT (toward a budget's
+    per-module `plan` where given) and the activation-aware scales applied; returns (module, the levers'
+    manifest record)."""
     from converters.pte_modules import export_module
 
     record, source = {}, model
@@ -26,10 +27,12 @@ def prepare_module(model: Model, opts, calibration=None, step=lambda *_a, **_k: 
     if opts.qat_steps:
         from converters.pte_qat import qat_train
 
-        step(f"quantization-aware training: {opts.qat_steps} steps distilled from the fp32 model")
+        step(f"quantization-aware training: {opts.qat_steps} steps distilled from the fp32 model"
+             + (", toward the budget's plan" if plan else ""))
         linear = "8da8w" if opts.quant == "8da8w" else f"8da4w-g{group}"
         head = "8da8w" if opts.head_quant in ("8w", "plan") or opts.quant == "8da8w" else linear
-        source, record["qat"] = qat_train(model, opts.qat_steps, linear, head, device=opts.qat_device)
+        source, record["qat"] = qat_train(model, opts.qat_steps, linear, head, device=opts.qat_device,
+                                            plan=plan)
     module = export_module(source.module, opts.max_seq_len, fused_ops=opts.fused_ops, fuse_qkv=opts.fuse_qkv,
                            fuse_mlp=opts.fuse_mlp)
     if opts.awq:

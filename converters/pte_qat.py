@@ -28,24 +28,50 @@ def _choice_for(name: str, m: nn.Linear, head: str, linear: str) -> str:
     return "8da8w" if group and m.in_features % group else choice
 
 
-def qat_train(teacher: Model, steps: int, linear: str, head: str, progress=None, device: str = "cpu",
-              seq_len: int = SEQ_LEN) -> tuple[Model, dict]:
-    """A copy of `teacher` trained for `steps` with every linear fake-quantized at its choice (the plan's
-    `linear` for the blocks, `head` for the output projection), and the manifest's record of the run."""
-    from torchao.quantization import quantize_
-    from torchao.quantization.qat import FakeQuantizedLinear, QATConfig
+# the export module's fused linears (converters.pte_modules) and the model's linears they are made of
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
-    from converters.distill import DistillConfig, distill
+
+def model_choices(plan: dict[str, str]) -> dict[str, str]:
+    """A budget's per-module plan (export-module names) as choices for the model's own linears: a fused
+    linear's choice for each of its parts; the embedding left out (QAT trains the linears)."""
+    out = {}
+    for name, choice in plan.items():
+        parent, _, leaf = name.rpartition(".")
+        for part in FUSED.get(leaf, (leaf,)):
+            out[f"{parent}.{part}" if parent else part] = choice
+    return out
+
+
+def fake_quantize(module: nn.Module, choices: dict[str, str]) -> None:
+    """Each named linear of `module` made torchao's fake-quantized linear of its choice, in place."""
+    from torchao.quantization import quantize_
+    from torchao.quantization.qat import QATConfig
+
     from converters.pte_mixed import linear_config
 
-    t0 = time.perf_counter()
-    module = copy.deepcopy(teacher.module)
-    tied = teacher.config.tie_word_embeddings
-    choices = {n: _choice_for(n, m, head, linear) for n, m in module.named_modules() if isinstance(m, nn.Linear)}
     for choice in dict.fromkeys(choices.values()):
         names = {n for n, c in choices.items() if c == choice}
         quantize_(module, QATConfig(linear_config(choice, hqq=False), step="prepare"),
                   filter_fn=lambda m, fqn, names=names: fqn in names)
+
+
+def qat_train(teacher: Model, steps: int, linear: str, head: str, progress=None, device: str = "cpu",
+              seq_len: int = SEQ_LEN, plan: dict[str, str] | None = None) -> tuple[Model, dict]:
+    """A copy of `teacher` trained for `steps` with every linear fake-quantized at its choice (the plan's
+    `linear` for the blocks, `head` for the output projection; or, given a budget's `plan`, each linear at its
+    planned type, so that the modules the plan keeps at 8 bits are not trained for 4-bit rounding they never
+    meet), and the manifest's record of the run."""
+    from torchao.quantization.qat import FakeQuantizedLinear
+
+    from converters.distill import DistillConfig, distill
+
+    t0 = time.perf_counter()
+    module = copy.deepcopy(teacher.module)
+    tied = teacher.config.tie_word_embeddings
+    planned = model_choices(plan) if plan else {}
+    fake_quantize(module, {n: planned.get(n) or _choice_for(n, m, head, linear)
+                           for n, m in module.named_modules() if isinstance(m, nn.Linear)})
     if tied:  # the fake-quantized head still reads the embedding's table: train one tensor, as the file ties them
         module.lm_head.weight = module.model.embed_tokens.weight
     student = replace(teacher, module=module)
@@ -60,6 +86,6 @@ def qat_train(teacher: Model, steps: int, linear: str, head: str, progress=None,
         module.lm_head.weight = module.model.embed_tokens.weight
     module.eval().requires_grad_(False)
     log = cfg.log
-    return student, {"steps": steps, "lr": LR, "seq_len": seq_len, "micro_batch": MICRO_BATCH, "device": device,
+    return student, {"steps": steps, "trained_for": "the plan" if plan else linear, "lr": LR, "seq_len": seq_len, "micro_batch": MICRO_BATCH, "device": device,
                      "kl_first": round(log[0][2], 5) if log else None, "kl_last": round(log[-1][2], 5) if log else None,
                      "wall_s": round(time.perf_counter() - t0, 1)}

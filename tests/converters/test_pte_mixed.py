@@ -85,6 +85,7 @@ def test_levers_are_recorded(mixed_out, hqq_out):
     art, _ = _artifact(mixed_out)
     assert (art["awq"], art["hqq"], art["qat_steps"]) == (True, False, 2)
     assert art["qat"]["steps"] == 2 and art["qat"]["kl_last"] is not None and art["qat"]["wall_s"] > 0
+    assert art["qat"]["trained_for"] == "the plan"  # planned first, then trained toward the plan's types
     assert len(art["awq_scales"]) == 2 * 5 and all(0 <= v["alpha"] <= 1 for v in art["awq_scales"].values())
     hqq, _ = _artifact(hqq_out)
     assert (hqq["hqq"], hqq["awq"], hqq["qat_steps"]) == (True, False, 0) and "qat" not in hqq
