@@ -16,6 +16,7 @@ convert_hf_to_gguf.py + quantize): mean KLD / top-1 / PPL on --program-chunks x 
 
     .venv/bin/python benchmarks/bench_pte_tied.py [--budget-mib 100.57 --budget-mib 87.48] [--chunks 6]
     .venv/bin/python benchmarks/bench_pte_tied.py --programs [--program-chunks 40 --program-dialogues 30]
+        [--qat-steps N]   (convert's --qat-steps: each budget's plan chosen first, then trained toward it)
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def main():
     ap.add_argument("--program-dialogues", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved decode rounds")
     ap.add_argument("--tokens", type=int, default=64, help="tokens per decode round")
+    ap.add_argument("--qat-steps", type=int, default=0, help="--programs with convert's --qat-steps N")
     ap.add_argument("--name", default=None, help="results name (default bench_pte_tied[_program])")
     args = ap.parse_args()
     budgets = args.budget_mib or [100.57, 87.48]
@@ -138,7 +140,7 @@ def programs(args, budgets):
     torch.set_num_threads(THREADS)
     bench = Bench(args.name or "bench_pte_tied_program")
     model = load_model(None)
-    out = CACHE / "pte-tied-programs"
+    out = CACHE / ("pte-tied-programs" + (f"-qat{args.qat_steps}" if args.qat_steps else ""))
     out.mkdir(parents=True, exist_ok=True)
     model.tokenizer.save(out)
     if model.chat_template:
@@ -146,13 +148,14 @@ def programs(args, budgets):
     # the files convert writes (no forward_all: it adds ~0.5 MiB of program, which the budget would pay for),
     # scored through one-token steps of `forward`, the decode path; exported on both cores
     torch.set_num_threads(2)
-    extra = {"max_seq_len": SEQ, "awq": True, "share_tied": True,
+    extra = {"max_seq_len": SEQ, "awq": True, "share_tied": True, "qat_steps": args.qat_steps,
              "budgets": [{"size_mib": b} for b in budgets], "calibration": calibration_sequences(model, None)}
     t = time.perf_counter()
     arts = export_budgets(model, out, extra, lambda *a, **k: print(*a, file=sys.stderr, flush=True))
     export_s = time.perf_counter() - t
     torch.set_num_threads(THREADS)
-    files = {f"--size-mib {a['budget']['size_mib']:g} --awq --share-tied (.pte + .ptd)": out / a["file"] for a in arts}
+    flags = "--awq --share-tied" + (f" --qat-steps {args.qat_steps}" if args.qat_steps else "")
+    files = {f"--size-mib {a['budget']['size_mib']:g} {flags} (.pte + .ptd)": out / a["file"] for a in arts}
     files.update(llama_cpp_files(CACHE / "qpb-llama.cpp"))
     datasets = eval_datasets(args.program_dialogues)
     ref = CachedReference(TorchEngine(model, n_ctx=N_CTX, threads=THREADS), Path(tempfile.mkdtemp(prefix="edgechat-tied-")))
@@ -175,7 +178,10 @@ def programs(args, budgets):
     for name, row in rows.items():
         row["decode_tok_s"] = median(speeds[name])
     for a in arts:
-        rows[next(n for n, p in files.items() if p.name == a["file"])]["plan"] = a["plan"]
+        row = rows[next(n for n, p in files.items() if p.name == a["file"])]
+        row["plan"] = a["plan"]
+        if "qat" in a:
+            row["qat"] = a["qat"]
     table = md_table(["artifact", "MiB", "WikiText-2 KLD", "top-1", "PPL", "DailyDialog KLD", "top-1", "PPL",
                       "decode tok/s"],
                      [[n, round(r["bytes"] / 2**20, 2), r["wikitext2"]["mean_kld"], r["wikitext2"]["top1_agreement"],
@@ -198,8 +204,12 @@ def programs(args, budgets):
     md = (f"SmolLM2-135M-Instruct against the fp32 reference (torch), {THREADS} thread: WikiText-2 "
           f"{args.program_chunks} chunks x {N_CTX}, DailyDialog {args.program_dialogues} dialogues; the programs "
           f"one token at a time through `forward` (ExecuTorch's runtime, the .ptd loaded beside the .pte), the GGUFs by "
-          f"llama.cpp. Decode: median of {args.rounds} interleaved rounds of {args.tokens} tokens. Export of both "
-          f"programs (one sensitivity pass, AWQ search, two lowerings): {export_s:.0f} s.\n\n" + table
+          f"llama.cpp. Decode: median of {args.rounds} interleaved rounds of {args.tokens} tokens. Export of the "
+          f"programs (one sensitivity pass, AWQ search, a lowering per budget): {export_s:.0f} s"
+          + "".join(f"; {n}: QAT {r['qat']['steps']} steps toward its plan, {r['qat']['wall_s']:.0f} s on the "
+                    f"{r['qat']['device'].upper()} (2 threads), distillation KL {r['qat']['kl_first']} -> "
+                    f"{r['qat']['kl_last']}" for n, r in rows.items() if "qat" in r)
+          + ".\n\n" + table
           + "\n\n" + md_table(["goal (issue 12)", "value", "limit", "met"], goals)
           + f"\n\nPlans (module types): {plans}\n")
     bench.write({"export_s": export_s, "rows": rows, "speeds": speeds}, md)

@@ -24,6 +24,11 @@ def check_budgets(model: Model, opts, budgets: list[dict]) -> tuple[list[int], i
     planned = pm.planned_modules(module)
     fixed = pm.fixed_bytes(module, planned, opts.max_seq_len)
     params = model.config.param_count()
+    if opts.share_tied:  # the head only at 8 bits, the table's rows free
+        from converters.pte_tied import tied_least
+
+        return [pm.check_budget(b, fixed, params, planned, tied_least(planned),
+                                "--share-tied (an 8-bit head, the table its rows) allows") for b in budgets], fixed
     return [pm.check_budget(b, fixed, params, planned) for b in budgets], fixed
 
 
@@ -83,13 +88,7 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
     for budget, limit in zip(budgets, allowed):
         name = budget_name(budget)
         path = out_dir / f"{slug(model.name)}-{name}.pte"
-        try:
-            plan, record = plan_within(sens, limit, fixed)
-        except ValueError:  # only with --share-tied: its 8-bit head can make the smallest plan larger
-            least = sum(min(e["bytes"] for e in t["types"].values()) for t in sens["tensors"].values()) + fixed
-            raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte with the tied "
-                                f"matrix held once (--share-tied, an 8-bit head): {least / 2**20:.2f} MiB; ask for "
-                                "at least that, or drop --share-tied") from None
+        plan, record = plan_within(sens, limit, fixed)  # check_budgets refused what no plan fits
         if opts.qat_steps:
             module, levers = prepare_module(model, opts, extra.get("calibration"), step, plan=plan)
         total, overs = limit + fixed, []  # the file's budget; the overshoots taken off the plan

@@ -100,15 +100,17 @@ def budget_bytes(budget: dict, fixed: int, params: int) -> int:
     return math.floor(budget["size_mib"] * 2**20) - fixed
 
 
-def check_budget(budget: dict, fixed: int, params: int, planned: list[PlannedModule]) -> int:
-    """The planned modules' byte budget; a budget below the smallest candidates' is refused with the smallest
-    size possible in both units."""
+def check_budget(budget: dict, fixed: int, params: int, planned: list[PlannedModule],
+                 least: dict[str, int] | None = None, why: str = "the per-module types allow") -> int:
+    """The planned modules' byte budget; a budget below the smallest candidates' (or a module's `least` bytes
+    where given) is refused with the smallest size possible in both units."""
     allowed = budget_bytes(budget, fixed, params)
-    smallest = sum(module_bytes(m, candidates(m)[0]) for m in planned)
+    least = least or {}
+    smallest = sum(least.get(m.name, module_bytes(m, candidates(m)[0])) for m in planned)
     if allowed < smallest:
         need = smallest + fixed
-        raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte the per-module types "
-                            f"allow for this model: {math.ceil(need / 2**20 * 100) / 100:.2f} MiB "
+        raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte {why} "
+                            f"for this model: {math.ceil(need / 2**20 * 100) / 100:.2f} MiB "
                             f"({math.ceil(need * 8 / params * 100) / 100:.2f} bits per weight); ask for at least that")
     return allowed
 

@@ -36,14 +36,21 @@ def tied_sensitivity(sens: dict, planned) -> dict:
     """The sensitivities a budget plans from when the matrix is held once: the head at 8 bits only, the
     table's int8 rows free (they are the head's); its fp32 per-row scales are still paid for, since XNNPACK
     keeps the head's scales in the program (SmolLM2: 192 KiB)."""
-    from converters.pte_mixed import _aligned
-
     out = copy.deepcopy(sens)
     tensors = out["tensors"]
-    table = next(m for m in planned if m.name == TABLE)
     tensors[HEAD]["types"] = {HEAD_CHOICE: tensors[HEAD]["types"][HEAD_CHOICE]}
-    tensors[TABLE]["types"] = {TABLE_CHOICE: {**tensors[TABLE]["types"][TABLE_CHOICE], "bytes": _aligned(4 * table.rows)}}
+    tensors[TABLE]["types"] = {TABLE_CHOICE: {**tensors[TABLE]["types"][TABLE_CHOICE],
+                                              "bytes": tied_least(planned)[TABLE]}}
     return out
+
+
+def tied_least(planned) -> dict[str, int]:
+    """The head's and the table's bytes when the matrix is held once (as tied_sensitivity counts them): what
+    the smallest plan takes for those two."""
+    from converters.pte_mixed import _aligned, module_bytes
+
+    mods = {m.name: m for m in planned}
+    return {HEAD: module_bytes(mods[HEAD], HEAD_CHOICE), TABLE: _aligned(4 * mods[TABLE].rows)}
 
 
 def share_table(module) -> None:

@@ -79,6 +79,8 @@ def test_a_program_without_its_data_file_is_one_line(tied_out, tmp_path):
     (["--quant", "8da8w", "--embedding-quant", "none"], "--share-tied holds the head at 8 bits and the table as "
      "its 8-bit rows: use it with --bpw/--size-mib, or with an 8-bit head and table (--quant 8da8w, or 8da4w "
      "--head-quant 8w --embedding-quant 8w)"),
+    (["--size-mib", "0.1"], "a budget of 0.1 MiB is below the smallest .pte --share-tied (an 8-bit head, the table "
+     "its rows) allows for this model: 0.29 MiB (9.08 bits per weight); ask for at least that"),
     (["--quant", "fp32"], "--share-tied applies to quantized programs (8da8w, 8da4w --head-quant 8w "
      "--embedding-quant 8w, or --bpw/--size-mib plans), not to --quant fp32")])
 def test_share_tied_where_the_table_cannot_be_the_heads_rows_is_refused(stories_dir, tmp_path, args, message):
