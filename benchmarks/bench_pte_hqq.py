@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
-from bench_quality_per_byte import llama_cpp_files  # noqa: E402
-from bench_quality_per_byte_pte import SEQ, decode_speeds  # noqa: E402
+from bench_quality_per_byte import decode_speeds, llama_cpp_files  # noqa: E402
+from bench_quality_per_byte_pte import SEQ  # noqa: E402
 from common import CACHE, Bench, md_table, median  # noqa: E402
 
 KLD_GOAL = 1.5  # the issue's: a .pte's mean KLD at most 1.5x the GGUF's of the same size

@@ -125,8 +125,7 @@ def programs(args, budgets):
     against llama.cpp's own GGUFs: quality on the issue's text, then interleaved decode."""
     import torch
 
-    from bench_quality_per_byte import llama_cpp_files
-    from bench_quality_per_byte_pte import decode_speeds
+    from bench_quality_per_byte import decode_speeds, llama_cpp_files
     from common import CACHE
     from converters.pte_budget import export_budgets
     from edgechat.app.evaluate import evaluate

@@ -68,14 +68,14 @@ def edgechat_files(out: Path, budgets: list[dict]) -> tuple[dict[str, Path], dic
     return files, manifest
 
 
-def decode_speeds(files: dict[str, Path], rounds: int, tokens: int) -> dict[str, list[float]]:
-    """Decode tokens/s of the same prompt, artifacts in rotating order each round."""
+def decode_speeds(files: dict[str, Path], rounds: int, tokens: int, threads: int = THREADS) -> dict[str, list[float]]:
+    """Decode tokens/s of the same prompt, artifacts (GGUF or .pte) in rotating order each round."""
     import edgechat
 
     speeds = {k: [] for k in files}
     for r in range(rounds):
         for name in rotate(list(files), r):
-            chat = edgechat.load(files[name], threads=THREADS, max_tokens=tokens, n_ctx=512)
+            chat = edgechat.load(files[name], threads=threads, max_tokens=tokens, n_ctx=512)
             try:
                 chat.complete("Once upon a time", max_tokens=4)  # warm-up
                 chat.reset()

@@ -32,11 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
-from bench_quality_per_byte import THREADS, chart  # noqa: E402
-from common import CACHE, RESULTS, Bench, library_hash, loadavg, md_table, median, rotate  # noqa: E402
+from bench_quality_per_byte import THREADS, chart, decode_speeds  # noqa: E402
+from common import CACHE, RESULTS, Bench, library_hash, loadavg, md_table, median  # noqa: E402
 
 SEQ = 512
-PROMPT = "Tell me a long story about a robot who learns to paint."
 DEFAULT = "8da4w (min/max scales: g32, 4-bit embedding and head)"  # the levers start from plain 8da4w (HQQ is
 PROGRAM_DEFAULT = "8da4w min/max (.pte)"  # the default since bench_pte_hqq measured it)
 
@@ -364,22 +363,6 @@ def report(args, bench, done, speeds):
           + "; ".join(f"{r['name']}: {r['program']} ({r['export'].get('wall_s')} s)" for r in rows if "program" in r)
           + f"\n\n![chart]({png.name})\n")
     bench.write(doc, md)
-
-
-def decode_speeds(files: dict, rounds: int, tokens: int, threads: int = THREADS) -> dict:
-    import edgechat
-
-    speeds = {k: [] for k in files}
-    for r in range(rounds):
-        for name in rotate(list(files), r):
-            chat = edgechat.load(files[name], threads=threads, max_tokens=tokens, n_ctx=SEQ)
-            try:
-                chat.complete("Once upon a time", max_tokens=4)
-                chat.reset()
-                speeds[name].append(chat.send(PROMPT, max_tokens=tokens).stats.decode_tok_s)
-            finally:
-                chat.engine.close()
-    return speeds
 
 
 if __name__ == "__main__":
