@@ -40,9 +40,9 @@ from edgechat.core.errors import GateFailed
 @click.option("--awq/--no-awq", default=None, help="pte: activation-aware per-input-channel scales, searched on "
               "--calib text and folded into the RMSNorms before q/k/v and gate/up (default: off).")
 @click.option("--qat-steps", type=int, help="pte: quantization-aware training, N steps of distillation from the "
-              "fp32 model through torchao's fake quantization of the program's own configs (default: 0). On "
-              "SmolLM2-135M, 100 steps took 23 min on 2 CPU cores and cut 8da4w's WikiText-2 mean KLD "
-              "from 0.59 to 0.37.")
+              "fp32 model through torchao's fake quantization of the program's own configs (default: 0); with "
+              "--bpw/--size-mib each budget's plan is chosen first and trained toward. On SmolLM2-135M, 100 "
+              "steps took 23 min on 2 CPU cores and cut 8da4w's WikiText-2 mean KLD from 0.59 to 0.37.")
 @click.option("--share-tied", is_flag=True, help="pte: for a model that ties its embedding and head, keep that "
               "matrix once, at 8 bits, in a .ptd file beside the .pte (the head's rows are the lookup table); "
               "--size-mib/--bpw plans spend the bytes saved on the rest (SmolLM2-135M at 100.57 MiB: WikiText-2 "
