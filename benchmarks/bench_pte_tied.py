@@ -48,6 +48,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="interleaved decode rounds")
     ap.add_argument("--tokens", type=int, default=64, help="tokens per decode round")
     ap.add_argument("--qat-steps", type=int, default=0, help="--programs with convert's --qat-steps N")
+    ap.add_argument("--sens-batch", default=None, help="--programs: the sensitivity pass's calibration batch, "
+                    "SEQSxTOKENS (default: the .pte pass's own)")
     ap.add_argument("--name", default=None, help="results name (default bench_pte_tied[_program])")
     args = ap.parse_args()
     budgets = args.budget_mib or [100.57, 87.48]
@@ -139,7 +141,8 @@ def programs(args, budgets):
     torch.set_num_threads(THREADS)
     bench = Bench(args.name or "bench_pte_tied_program")
     model = load_model(None)
-    out = CACHE / ("pte-tied-programs" + (f"-qat{args.qat_steps}" if args.qat_steps else ""))
+    out = CACHE / ("pte-tied-programs" + (f"-qat{args.qat_steps}" if args.qat_steps else "")
+                   + (f"-sens{args.sens_batch}" if args.sens_batch else ""))
     out.mkdir(parents=True, exist_ok=True)
     model.tokenizer.save(out)
     if model.chat_template:
@@ -149,11 +152,14 @@ def programs(args, budgets):
     torch.set_num_threads(2)
     extra = {"max_seq_len": SEQ, "awq": True, "share_tied": True, "qat_steps": args.qat_steps,
              "budgets": [{"size_mib": b} for b in budgets], "calibration": calibration_sequences(model, None)}
+    if args.sens_batch:
+        extra["sensitivity_batch"] = tuple(int(v) for v in args.sens_batch.split("x"))
     t = time.perf_counter()
     arts = export_budgets(model, out, extra, lambda *a, **k: print(*a, file=sys.stderr, flush=True))
     export_s = time.perf_counter() - t
     torch.set_num_threads(THREADS)
-    flags = "--awq --share-tied" + (f" --qat-steps {args.qat_steps}" if args.qat_steps else "")
+    flags = "--awq --share-tied" + (f" --qat-steps {args.qat_steps}" if args.qat_steps else "") \
+        + (f", sensitivity on {args.sens_batch}" if args.sens_batch else "")
     files = {f"--size-mib {a['budget']['size_mib']:g} {flags} (.pte + .ptd)": out / a["file"] for a in arts}
     files.update(llama_cpp_files(CACHE / "qpb-llama.cpp"))
     datasets = eval_datasets(args.program_dialogues)
