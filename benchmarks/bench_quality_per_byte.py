@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_convert_time import llama_cpp_script  # noqa: E402
 from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
 from common import CACHE, EDGECHAT, PYTHON, RESULTS, Bench, library_hash, loadavg, md_table, median, rotate  # noqa: E402
+from quality_chart import chart  # noqa: E402
 
 THREADS = 1  # on this shared 2-core machine a second torch/ggml thread waits on a busy core (measured 15x slower)
 PROMPT = "Tell me a long story about a robot who learns to paint."
@@ -83,50 +83,6 @@ def decode_speeds(files: dict[str, Path], rounds: int, tokens: int, threads: int
             finally:
                 chat.engine.close()
     return speeds
-
-
-def chart(rows: list[dict], path: Path, pte: list[dict] | None = None, note: str = "") -> None:
-    """GGUF rows (llama.cpp's own files marked) and, from bench_quality_per_byte_pte, .pte rows (green); `note`
-    goes under the title (which text each point was scored on)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, key, xlabel in ((axes[0], "mib", "file size (MiB)"), (axes[1], "decode_tok_s", "decode tokens/s (1 thread)")):
-        for r in rows:
-            if r.get(key) is None:  # a point measured for size and quality only
-                continue
-            ours = r["name"].startswith("edgechat")
-            ax.scatter(r[key], r["wiki_kld"], marker="o" if ours else "s", s=60,
-                       color="tab:blue" if ours else "tab:red", zorder=3)
-            ax.annotate(r["name"].replace("edgechat ", ""), (r[key], r["wiki_kld"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
-        for r in pte or []:
-            if r.get(key) is None:
-                continue
-            program = r["how"] == "ExecuTorch"
-            ax.scatter(r[key], r["wiki_kld"], marker="^", s=60 if program else 30, zorder=3,
-                       color="tab:green" if program else "none", edgecolors="tab:green")
-            label = re.sub(r" \((?:default|8-bit|\.pte)[^)]*\)", "", r["name"])  # the short name on the chart
-            ax.annotate(label, (r[key], r["wiki_kld"]), fontsize=6, color="tab:green",
-                        xytext=(4, -8), textcoords="offset points")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("mean KLD vs fp32 (WikiText-2)")
-        ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-    axes[0].scatter([], [], marker="s", color="tab:red", label="llama.cpp's own files")
-    axes[0].scatter([], [], marker="o", color="tab:blue", label="edgechat GGUF")
-    if pte:
-        axes[0].scatter([], [], marker="^", color="tab:green", label="edgechat .pte (ExecuTorch)")
-        axes[0].scatter([], [], marker="^", color="none", edgecolors="tab:green",
-                        label=".pte variant, torchao eager (predicted size)")
-    axes[0].legend(loc="upper right", fontsize=7)
-    fig.suptitle("SmolLM2-135M-Instruct GGUF" + (" and .pte" if pte else "") + ": quality per byte and per decode speed"
-                 + (f"\n{note}" if note else ""), fontsize=10 if note else None)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main():

@@ -32,8 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import N_CTX, CachedReference, eval_datasets  # noqa: E402
-from bench_quality_per_byte import THREADS, chart, decode_speeds  # noqa: E402
+from bench_quality_per_byte import THREADS, decode_speeds  # noqa: E402
 from common import CACHE, RESULTS, Bench, library_hash, loadavg, md_table, median  # noqa: E402
+from quality_chart import draw, later_points  # noqa: E402
 
 SEQ = 512
 DEFAULT = "8da4w (min/max scales: g32, 4-bit embedding and head)"  # the levers start from plain 8da4w (HQQ is
@@ -254,45 +255,6 @@ def pte_types(path: Path) -> dict:
     from converters.pte_program import program_layout, type_counts
 
     return type_counts(program_layout(path))
-
-
-def draw(rows: list[dict], later: tuple[list[dict], list[dict]] = ([], [])) -> Path:
-    """bench_quality_per_byte.png: the GGUF rows of bench_quality_per_byte (with this run's figures where it scored
-    a file on more text), this run's .pte rows, and `later`'s (GGUF, .pte) points measured by other benchmarks."""
-    png = RESULTS / "bench_quality_per_byte.png"
-    gguf_doc = json.loads((RESULTS / "bench_quality_per_byte.json").read_text())
-    gguf_rows = [{"chunks": gguf_doc["chunks"], **r} for r in gguf_doc["rows"]]
-    here = {r["name"].removesuffix(" (GGUF)"): r for r in rows if r["how"] == "llama.cpp"}
-    for g in gguf_rows:  # the files this run scored on more text and timed again: its figures
-        if g["name"] in here and here[g["name"]]["chunks"] > g.get("chunks", 0):
-            g.update({k: here[g["name"]][k] for k in ("wiki_kld", "decode_tok_s", "chunks")})
-    pte = [r for r in rows if r["mib"] and r["how"] != "llama.cpp"] + later[1]
-    chunks = sorted({r["chunks"] for r in gguf_rows + later[0] + pte if "chunks" in r})
-    chart(gguf_rows + later[0], png, pte=pte,
-          note=f"mean KLD on WikiText-2 chunks of 512 ({' or '.join(map(str, chunks))} per point: see the tables)")
-    return png
-
-
-def later_points() -> tuple[list[dict], list[dict]]:
-    """Points measured after this benchmark's run, from their committed results: the GGUF --size-mib plans of the
-    default 8 x 128 sensitivity pass (bench_sensitivity_calib*) and the QAT program (bench_pte_qat_program). Their
-    decode was not timed on 1 thread like the chart's, so they sit on the size panel only."""
-    gguf, pte = [], []
-    for f in sorted(RESULTS.glob("bench_sensitivity_calib*.json")):
-        doc = json.loads(f.read_text())
-        for r in doc["rows"]:
-            gguf.append({"name": f"edgechat mixed-{doc['size_mib']:g}mib ({r['variant']} pass)", "mib": r["mib"],
-                         "wiki_kld": r["wikitext2"]["mean_kld"], "chunks": r["wikitext2"]["sequences"],
-                         "decode_tok_s": None})
-    qat = RESULTS / "bench_pte_qat_program.json"
-    if qat.exists():
-        doc = json.loads(qat.read_text())
-        for name, q in doc["quality"].items():
-            if "QAT" in name:
-                pte.append({"name": name, "how": "ExecuTorch", "mib": doc["files"][name]["bytes"] / 2**20,
-                            "wiki_kld": q["wikitext2"]["mean_kld"], "chunks": q["wikitext2"]["sequences"],
-                            "decode_tok_s": None})
-    return gguf, pte
 
 
 def report(args, bench, done, speeds):
