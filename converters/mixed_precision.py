@@ -22,10 +22,11 @@ CANDIDATES_32 = ("Q4_0", "IQ4_NL", "Q5_0", "Q8_0")  # rows a multiple of 32 only
 ALIGN = 32  # GGUF's default data alignment: each tensor's data is padded to it
 HEADER_SLACK = 4096  # bytes: a quantized file's header has a few more keys than the F32 file it comes from
 MEASURE_ALL_MACS = 2e11  # below this many multiply-adds for measuring every candidate, every one is measured
-# calibration of the GGUF pass's KL measurements, a batch of this many x this many tokens: on SmolLM2 the
-# Q4_K_M-size plan from 2 x 64 scored 0.0291 WikiText-2 KLD, from 8 x 128 0.0201 (bench_sensitivity_calib.md)
+# calibration of both formats' sensitivity passes, a batch of this many x this many tokens: on SmolLM2 the
+# GGUF Q4_K_M-size plan from 2 x 64 scored 0.0291 WikiText-2 KLD, from 8 x 128 0.0201 (bench_sensitivity_calib.md);
+# the .pte --share-tied plan of that size 0.0862 -> 0.0859 (bench_pte_tied_program-100.57-sens8x128.md)
 SENS_SEQS, SENS_TOKENS = 8, 128
-BATCH_SEQS, BATCH_TOKENS = 2, 64  # calibration_batch's default, for the .pte passes (far slower a forward)
+BATCH_SEQS, BATCH_TOKENS = 2, 64  # calibration_batch's default: AWQ's activation statistics (.pte)
 DP_UNITS = 200_000  # byte steps of the plan's dynamic programme: its rounding wastes at most 1/DP_UNITS per tensor
 
 

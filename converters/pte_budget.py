@@ -39,7 +39,7 @@ def plan_budgets(model: Model, module, opts, budgets, allowed, fixed, calibratio
 
 
 def budget_sensitivity(model: Model, module, opts, calibration, step, measure_all=None,
-                       batch_shape: tuple[int, int] = (mp.BATCH_SEQS, mp.BATCH_TOKENS)) -> dict:
+                       batch_shape: tuple[int, int] = (mp.SENS_SEQS, mp.SENS_TOKENS)) -> dict:
     """The per-module sensitivity pass every budget's plan is chosen from, on a calibration batch of
     `batch_shape` (sequences, tokens)."""
     batch = mp.calibration_batch(calibration_for(model, calibration), *batch_shape)
@@ -82,7 +82,7 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
     # with --qat-steps the plan comes first (from the fp32 weights), then each budget trains toward its own plan
     module, levers = prepare_module(model, replace(opts, qat_steps=0), extra.get("calibration"), step)
     sens = budget_sensitivity(model, module, opts, extra.get("calibration"), step, extra.get("measure_all"),
-                              extra.get("sensitivity_batch", (mp.BATCH_SEQS, mp.BATCH_TOKENS)))
+                              extra.get("sensitivity_batch", (mp.SENS_SEQS, mp.SENS_TOKENS)))
     if opts.share_tied:  # the head at 8 bits, the table its rows: paid for once
         from converters.pte_tied import tied_sensitivity
 
