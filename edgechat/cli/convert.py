@@ -46,7 +46,7 @@ from edgechat.core.errors import GateFailed
 @click.option("--share-tied", is_flag=True, help="pte: for a model that ties its embedding and head, keep that "
               "matrix once, at 8 bits, in a .ptd file beside the .pte (the head's rows are the lookup table); "
               "--size-mib/--bpw plans spend the bytes saved on the rest (SmolLM2-135M at 100.57 MiB: WikiText-2 "
-              "mean KLD 0.287 -> 0.087). Copy the .ptd with the .pte.")
+              "mean KLD 0.287 -> 0.086). Copy the .ptd with the .pte.")
 @click.option("--calib", type=click.Path(), help="Calibration text for the importance matrix and the sensitivity pass "
               "(default: chit-chat dialogues).")
 @click.option("--eval-data", type=click.Path(), help="Text for the manifest's quality figures "
