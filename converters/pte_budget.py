@@ -41,8 +41,9 @@ def plan_budgets(model: Model, module, opts, budgets, allowed, fixed, calibratio
 def budget_sensitivity(model: Model, module, opts, calibration, step, measure_all=None,
                        batch_shape: tuple[int, int] = (mp.SENS_SEQS, mp.SENS_TOKENS)) -> dict:
     """The per-module sensitivity pass every budget's plan is chosen from, on a calibration batch of
-    `batch_shape` (sequences, tokens)."""
-    batch = mp.calibration_batch(calibration_for(model, calibration), *batch_shape)
+    `batch_shape` (sequences, tokens; the tokens at most the program's max_seq_len, which its KV cache holds)."""
+    seqs, tokens = batch_shape
+    batch = mp.calibration_batch(calibration_for(model, calibration), seqs, min(tokens, opts.max_seq_len))
     planned = pm.planned_modules(module)
     if measure_all is None:
         measure_all = sum(p.numel() for p in module.parameters()) * batch.numel() * \
