@@ -95,7 +95,8 @@ def main():
     ap.add_argument("--combo-only", action="store_true", help="plan only with the levers that helped alone")
     ap.add_argument("--log", type=Path, help="the per-variant results file to resume from")
     ap.add_argument("--chart-only", action="store_true", help="redraw bench_quality_per_byte.png from the committed "
-                    "results, with the points later benchmarks measured (bench_sensitivity_calib*, bench_pte_qat_program)")
+                    "results, with the points later benchmarks measured (bench_sensitivity_calib*, bench_pte_qat_program, "
+                    "bench_pte_tied_program*)")
     args = ap.parse_args()
     args.budget_mib = args.budget_mib or [87.48, 100.57]
     bench = Bench("bench_quality_per_byte_pte")
