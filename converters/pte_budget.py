@@ -39,10 +39,11 @@ def plan_budgets(model: Model, module, opts, budgets, allowed, fixed, calibratio
 
 
 def budget_sensitivity(model: Model, module, opts, calibration, step, measure_all=None,
-                       batch_shape: tuple[int, int] = (mp.SENS_SEQS, mp.SENS_TOKENS)) -> dict:
+                       batch_shape: tuple[int, int] | None = None) -> dict:
     """The per-module sensitivity pass every budget's plan is chosen from, on a calibration batch of
-    `batch_shape` (sequences, tokens; the tokens at most the program's max_seq_len, which its KV cache holds)."""
-    seqs, tokens = batch_shape
+    `batch_shape` (sequences, tokens; default both formats' SENS_SEQS x SENS_TOKENS; the tokens at most the
+    program's max_seq_len, which its KV cache holds)."""
+    seqs, tokens = batch_shape or (mp.SENS_SEQS, mp.SENS_TOKENS)
     batch = mp.calibration_batch(calibration_for(model, calibration), seqs, min(tokens, opts.max_seq_len))
     planned = pm.planned_modules(module)
     if measure_all is None:
@@ -83,7 +84,7 @@ def export_budgets(model: Model, out_dir: Path, extra: dict, step) -> list[dict]
     # with --qat-steps the plan comes first (from the fp32 weights), then each budget trains toward its own plan
     module, levers = prepare_module(model, replace(opts, qat_steps=0), extra.get("calibration"), step)
     sens = budget_sensitivity(model, module, opts, extra.get("calibration"), step, extra.get("measure_all"),
-                              extra.get("sensitivity_batch", (mp.SENS_SEQS, mp.SENS_TOKENS)))
+                              extra.get("sensitivity_batch"))
     if opts.share_tied:  # the head at 8 bits, the table its rows: paid for once
         from converters.pte_tied import tied_sensitivity
 

@@ -86,6 +86,7 @@ def qat_train(teacher: Model, steps: int, linear: str, head: str, progress=None,
         module.lm_head.weight = module.model.embed_tokens.weight
     module.eval().requires_grad_(False)
     log = cfg.log
-    return student, {"steps": steps, "trained_for": "the plan" if plan else linear, "lr": LR, "seq_len": seq_len, "micro_batch": MICRO_BATCH, "device": device,
+    return student, {"steps": steps, "trained_for": "the plan" if plan else linear, "lr": LR, "seq_len": seq_len,
+                     "micro_batch": MICRO_BATCH, "device": device,
                      "kl_first": round(log[0][2], 5) if log else None, "kl_last": round(log[-1][2], 5) if log else None,
                      "wall_s": round(time.perf_counter() - t0, 1)}
