@@ -17,6 +17,7 @@ convert_hf_to_gguf.py + quantize): mean KLD / top-1 / PPL on --program-chunks x 
     .venv/bin/python benchmarks/bench_pte_tied.py [--budget-mib 100.57 --budget-mib 87.48] [--chunks 6]
     .venv/bin/python benchmarks/bench_pte_tied.py --programs [--program-chunks 40 --program-dialogues 30]
         [--qat-steps N]   (convert's --qat-steps: each budget's plan chosen first, then trained toward it)
+        [--sens-batch SEQSxTOKENS]   (the sensitivity pass's calibration batch; default convert's own)
 """
 from __future__ import annotations
 
