@@ -5,7 +5,7 @@ estimate), with the candidate `tune` would choose for the constraint. Writes ben
 frontier chart + table per target (bench_tune-<target>.png/.md) into benchmarks/results/.
 
     nice -n 10 .venv/bin/python benchmarks/bench_tune.py [--budget-minutes 2] [--kept 0.9] [--max-kld 0.05]
-        [--quant q8_0 ...] [--bpw 5.0 ...] [--imatrix]
+        [--quant q8_0 ...] [--bpw 5.0 ...] [--imatrix] [--format pte [--share-tied] [--awq]] [--name NAME]
 """
 from __future__ import annotations
 
@@ -28,10 +28,13 @@ def main() -> None:
     ap.add_argument("--budget-minutes", type=float, default=2.0, help="distillation wall time per student")
     ap.add_argument("--kept", type=float, action="append", help="students' kept fractions (default: the budget rule's)")
     ap.add_argument("--max-kld", type=float, default=0.05)
-    ap.add_argument("--quant", action="append", help="quant schemes (default: every GGUF scheme edgechat makes)")
+    ap.add_argument("--format", default="gguf", choices=["gguf", "pte"], help="the candidates' format")
+    ap.add_argument("--share-tied", action="store_true", help="pte: the --bpw plans hold the tied matrix once")
+    ap.add_argument("--awq", action="store_true", help="pte: activation-aware scales")
+    ap.add_argument("--quant", action="append", help="quant schemes (default: every scheme of the format edgechat makes)")
     # the per-tensor sensitivity pass of the --bpw plans and the importance matrix took 1108 s and 416 s on SmolLM2
     # here (bench_quality_per_byte.json): past this benchmark's quarter hour, so both are asked for explicitly
-    ap.add_argument("--bpw", type=float, action="append", default=[], help="GGUF --bpw plans (default: none)")
+    ap.add_argument("--bpw", type=float, action="append", default=[], help="--bpw plans (default: none)")
     ap.add_argument("--imatrix", action="store_true", help="quantize with an importance matrix")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--runs", type=int, default=2)
@@ -46,7 +49,7 @@ def main() -> None:
     bench = Bench(args.name)
     opts = TuneOptions(max_kld=args.max_kld, budget_minutes=args.budget_minutes, kept=args.kept,
                        prompts=args.prompts, runs=args.runs, threads=args.threads, bpw=args.bpw,
-                       imatrix=args.imatrix)
+                       imatrix=args.imatrix, format=args.format, share_tied=args.share_tied, awq=args.awq)
     if args.quant:
         opts.quants = args.quant
     fmt = check_options(opts)

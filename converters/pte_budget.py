@@ -15,21 +15,37 @@ from edgechat.core.model import Model
 REPLANS = 3  # a budget's program planned again at most this often when it comes out over the budget
 
 
-def check_budgets(model: Model, opts, budgets: list[dict]) -> tuple[list[int], int]:
-    """Each budget's bytes for the planned modules (refusing one below the smallest plan), and the fixed bytes."""
+def _planned(model: Model, opts):
+    """The export module's planned modules, their least bytes (--share-tied: the head only at 8 bits, the
+    table's rows free) and the program's fixed bytes."""
     from converters.pte_modules import export_module
 
     module = export_module(model.module, opts.max_seq_len, fused_ops=False, fuse_qkv=opts.fuse_qkv,
                            fuse_mlp=opts.fuse_mlp)
     planned = pm.planned_modules(module)
-    fixed = pm.fixed_bytes(module, planned, opts.max_seq_len)
-    params = model.config.param_count()
-    if opts.share_tied:  # the head only at 8 bits, the table's rows free
+    least = None
+    if opts.share_tied:
         from converters.pte_tied import tied_least
 
-        return [pm.check_budget(b, fixed, params, planned, tied_least(planned),
-                                "--share-tied (an 8-bit head, the table its rows) allows") for b in budgets], fixed
-    return [pm.check_budget(b, fixed, params, planned) for b in budgets], fixed
+        least = tied_least(planned)
+    return planned, least, pm.fixed_bytes(module, planned, opts.max_seq_len)
+
+
+def check_budgets(model: Model, opts, budgets: list[dict]) -> tuple[list[int], int]:
+    """Each budget's bytes for the planned modules (refusing one below the smallest plan), and the fixed bytes."""
+    planned, least, fixed = _planned(model, opts)
+    params = model.config.param_count()
+    why = "--share-tied (an 8-bit head, the table its rows) allows" if least else "the per-module types allow"
+    return [pm.check_budget(b, fixed, params, planned, least, why) for b in budgets], fixed
+
+
+def bpw_range(model: Model, extra: dict) -> tuple[float, float]:
+    """The bits per weight of the smallest and the largest .pte plan for this model and these options."""
+    from converters.pte_options import budget_options
+
+    planned, least, fixed = _planned(model, budget_options(model, extra))
+    bits = lambda n: (n + fixed) * 8 / model.config.param_count()  # noqa: E731
+    return bits(pm.plan_bytes(planned, least)), bits(pm.plan_bytes(planned, least, largest=True))
 
 
 def plan_budgets(model: Model, module, opts, budgets, allowed, fixed, calibration, step, measure_all=None):

@@ -100,13 +100,19 @@ def budget_bytes(budget: dict, fixed: int, params: int) -> int:
     return math.floor(budget["size_mib"] * 2**20) - fixed
 
 
+def plan_bytes(planned: list[PlannedModule], least: dict[str, int] | None = None, largest: bool = False) -> int:
+    """The planned modules' bytes in the smallest plan (each at its cheapest candidate) or in the largest (each
+    at its costliest); a module's `least` bytes, where given, are all it can take."""
+    least = least or {}
+    return sum(least.get(m.name, module_bytes(m, candidates(m)[-1 if largest else 0])) for m in planned)
+
+
 def check_budget(budget: dict, fixed: int, params: int, planned: list[PlannedModule],
                  least: dict[str, int] | None = None, why: str = "the per-module types allow") -> int:
     """The planned modules' byte budget; a budget below the smallest candidates' (or a module's `least` bytes
     where given) is refused with the smallest size possible in both units."""
     allowed = budget_bytes(budget, fixed, params)
-    least = least or {}
-    smallest = sum(least.get(m.name, module_bytes(m, candidates(m)[0])) for m in planned)
+    smallest = plan_bytes(planned, least)
     if allowed < smallest:
         need = smallest + fixed
         raise EdgechatError(f"a budget of {mp.budget_text(budget)} is below the smallest .pte {why} "

@@ -19,10 +19,13 @@ PTE_TYPES = {
     "QB4W": 4 + 16 / 32,  # 4-bit, groups of 32, one bf16 scale per group (8da4w linears)
     "QC8W": 8.0,  # 8-bit per output channel (8da8w linears; the int8 embedding), scale per row is negligible
     "FP32": 32.0,
+    "QB4W_G64": 4 + 16 / 64,  # 8da4w at groups of 64 / 128 (converters.pte_mixed's plans choose them)
+    "QB4W_G128": 4 + 16 / 128,
 }
 # Kernel speed on quantized weights relative to the target's int8 dot-product rate (unpacking costs)
 INT8_RATE = {"Q8_0": 1.0, "Q4_0": 0.8, "Q4_1": 0.75, "Q5_0": 0.6, "Q5_1": 0.6, "Q4_K": 0.7, "Q5_K": 0.6,
-             "Q6_K": 0.55, "Q2_K": 0.5, "Q3_K": 0.5, "IQ4_NL": 0.7, "QC8W": 1.0, "QB4W": 0.8}
+             "Q6_K": 0.55, "Q2_K": 0.5, "Q3_K": 0.5, "IQ4_NL": 0.7, "QC8W": 1.0, "QB4W": 0.8,
+             "QB4W_G64": 0.8, "QB4W_G128": 0.8}
 FLOAT_TYPES = ("F32", "F16", "BF16", "FP32")
 # CPU decode (GEMV) kernels: their cost grows with the bytes of weights they unpack, so a CPU's limit is
 # `cpu.dot_gbs` GB/s of quantized weights (calibrated on Q4_0, whose rows llama.cpp repacks for AVX2/NEON).
@@ -86,6 +89,37 @@ def pte_type(quant: str, t: Tensor, spec: ModelSpec) -> str:
     if t.kind == "token_embd":
         return "QB4W" if quant == "8da4w" else "QC8W"
     return PTE_QUANTS[quant]
+
+
+# a .pte plan's module (converters.pte_mixed: the export module's path, fused or not) -> its GGUF tensors
+PTE_MODULE_TENSORS = {"qkv_proj": ("attn_q", "attn_k", "attn_v"), "q_proj": ("attn_q",), "k_proj": ("attn_k",),
+                      "v_proj": ("attn_v",), "o_proj": ("attn_output",), "gate_up_proj": ("ffn_gate", "ffn_up"),
+                      "gate_proj": ("ffn_gate",), "up_proj": ("ffn_up",), "down_proj": ("ffn_down",)}
+
+
+def pte_choice_type(choice: str) -> str:
+    """A plan's per-module choice (8da4w-g32, 8da8w, 4w-g64, 8w) as the layout XNNPACK / ExecuTorch keep."""
+    bits = choice[3] if choice.startswith("8da") else choice[0]  # 8da (dynamic int8 activations) + weight bits
+    if bits == "8":
+        return "QC8W"
+    group = int(choice.split("-g")[1]) if "-g" in choice else 32
+    return "QB4W" if group == 32 else f"QB4W_G{group}"
+
+
+def pte_plan_types(plan: dict[str, str], spec: ModelSpec) -> dict[str, str]:
+    """GGUF tensor name -> type for a .pte written from a per-module plan (a --bpw/--size-mib program)."""
+    out = tensor_types("8da8w", spec)
+    for module, choice in plan.items():
+        typ = pte_choice_type(choice)
+        if module.endswith("embed_tokens"):
+            out["token_embd.weight"] = typ
+        elif module.endswith("lm_head"):
+            out["output.weight"] = typ
+        else:
+            layer, base = int(module.split("layers.")[1].split(".")[0]), module.rsplit(".", 1)[-1]
+            for name in PTE_MODULE_TENSORS[base]:
+                out[f"blk.{layer}.{name}.weight"] = typ
+    return out
 
 
 def type_bytes(typ: str, n: int) -> float:

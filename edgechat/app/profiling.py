@@ -70,17 +70,20 @@ def summary(values: list) -> dict:
 
 def artifact_facts(path: str, target: str, prompt_tokens: int, gen_tokens: int, n_ctx: int,
                    threads: int | None = None) -> dict:
-    """Format, quant, parameter count and (GGUF) the planner's estimate on the target, from the header."""
+    """Format, quant, parameter count and (GGUF, .pte) the planner's estimate on the target, from the header
+    (a .pte: the manifest beside it)."""
     from edgechat.core.sources import path_kind, resolve_artifact
 
     kind, p = path_kind(resolve_artifact(path))
-    if kind != "gguf":
+    if kind not in ("gguf", "pte"):
         return {"format": "hf" if kind == "artifacts" else kind, "quant": None, "params": None, "estimate": None}
-    from edgechat.app.targeting import plan_for
+    from edgechat.app.targeting import model_spec, plan_for
     from edgechat.core.gguf_file import read_header
 
-    params = read_header(p).params
+    params = read_header(p).params if kind == "gguf" else None
     try:
+        if kind == "pte":
+            params = model_spec(p)[0].params()
         plan = plan_for(p, target, as_is=True, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, n_ctx=n_ctx,
                         threads=threads)
         c = plan.chosen
@@ -89,7 +92,7 @@ def artifact_facts(path: str, target: str, prompt_tokens: int, gen_tokens: int, 
         quant = c.quant
     except EdgechatError as e:
         est, quant = {"error": str(e)}, None
-    return {"format": "gguf", "quant": quant, "params": params, "estimate": est}
+    return {"format": kind, "quant": quant, "params": params, "estimate": est}
 
 
 def run_profiling(artifacts: list[str], prompts: str | None = None, runs: int = 3, max_tokens: int = 64,

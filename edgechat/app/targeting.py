@@ -56,6 +56,29 @@ def spec_from_gguf(path: Path):
     return spec, {name: t for name, (_, t) in header.tensors.items()}, gguf_quant(header.meta, header.tensors)
 
 
+def spec_from_pte(path: Path):
+    """(ModelSpec, {tensor: type}, quant name) of a .pte, from the manifest edgechat wrote beside it (a program
+    holds no model config of its own): the scheme's types, or a --bpw/--size-mib program's per-module plan."""
+    from targets import ModelSpec
+    from targets.quants import pte_choice_type, pte_plan_types, tensor_types
+
+    from edgechat.core.manifest import MANIFEST, read_manifest
+
+    m = read_manifest(path.parent) or {}
+    art = next((a for a in m.get("artifacts", []) if a.get("file") == path.name), None)
+    if art is None:
+        raise EdgechatError(f"{path}: no {MANIFEST} beside it lists this program, and a .pte holds no model "
+                            "shape of its own: keep the .pte in the directory `edgechat convert` wrote")
+    with target_errors():
+        spec = ModelSpec.from_dict(m["model"], name=m.get("source", {}).get("name", path.stem))
+        if art.get("plan"):  # named for the scheme most of its linears take (its types are its own)
+            plan = art["plan"]["tensor_types"]
+            linears = [pte_choice_type(c) for m, c in plan.items() if "layers." in m]
+            quant = "8da8w" if 2 * linears.count("QC8W") >= len(linears) else "8da4w"
+            return spec, pte_plan_types(plan, spec), quant
+        return spec, tensor_types(art["quant"], spec), art["quant"]
+
+
 def model_spec(source) -> tuple:
     """(ModelSpec, the artifact's own tensor types and quant, or None and None) for a SOURCE: None (the default
     model), a .gguf, an edgechat output directory, or a Hugging Face directory. Reads headers and configs only."""
@@ -72,6 +95,8 @@ def model_spec(source) -> tuple:
         return ModelSpec(**{**asdict(spec), "name": DEFAULT_NAME}), types, quant
     if kind == "gguf":
         return spec_from_gguf(path)
+    if kind == "pte":
+        return spec_from_pte(path)
     if kind == "artifacts":
         m = read_manifest(path)
         with target_errors():
@@ -85,9 +110,9 @@ def model_spec(source) -> tuple:
 def plan_for(source, target: str, formats=None, quants=None, n_ctx: int = 2048, prompt_tokens: int = 128,
              gen_tokens: int = 128, min_decode_tok_s: float = 20.0, measure: bool = True, as_is: bool = False,
              threads: int | None = None, accelerator: str | None = None):
-    """The plan for converting SOURCE for TARGET; as_is=True plans a .gguf as it stands (its own tensor
-    types: only the placement is chosen). threads: for host, the threads the engine will run."""
-    from targets import Request, plan
+    """The plan for converting SOURCE for TARGET; as_is=True plans a .gguf or a .pte as it stands (its own
+    tensor types: only the placement is chosen). threads: for host, the threads the engine will run."""
+    from targets import Request, plan, schemes
 
     spec, types, quant = model_spec(source)
     profile = get_profile(target, measure=measure, threads=threads)
@@ -95,8 +120,8 @@ def plan_for(source, target: str, formats=None, quants=None, n_ctx: int = 2048, 
                   accelerator=accelerator)
     if as_is:
         if types is None:
-            raise EdgechatError(f"--as-is plans an existing .gguf artifact; {source} is not one")
-        req.formats, req.quants, req.tensor_types = ("gguf",), (quant,), types
+            raise EdgechatError(f"--as-is plans an existing .gguf or .pte artifact; {source} is not one")
+        req.formats, req.quants, req.tensor_types = (schemes.get(quant).format,), (quant,), types
     else:
         if formats:
             req.formats = tuple(formats)

@@ -1,11 +1,11 @@
-"""tune: build the candidates (the source at every quant scheme and GGUF --bpw plan, and pruned + distilled
-students at the ratios the distillation budget can recover), measure each one's quality against the source and
+"""tune: build the candidates (the source at every quant scheme and --bpw plan of one format, GGUF or .pte, and
+pruned + distilled students at the ratios the distillation budget can recover), measure each one's quality against the source and
 its speed, draw the speed-quality frontier and write the best candidate that meets the constraint into OUT,
 staged as `convert` does, with the whole frontier in its manifest."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgechat.app import frontier
@@ -16,8 +16,9 @@ from edgechat.core.manifest import write_manifest
 from edgechat.core.sources import load_model
 from targets import schemes
 
+FORMATS = ("gguf", "pte")
+STUDENT_QUANTS = {"gguf": "q4_k_m", "pte": "8da4w"}
 DEFAULT_MAX_KLD = 0.05  # with no constraint given: the fastest candidate this close to the source
-PROMPTS_START = 7140  # held-out chit-chat conversations past the 20 the KLD/PPL figures score (7100-7129)
 
 
 @dataclass
@@ -26,19 +27,36 @@ class TuneOptions:
     max_mib: float | None = None
     min_decode_tok_s: float | None = None
     max_kld: float | None = None
-    quants: list[str] = field(default_factory=lambda: list(schemes.names("gguf", made=True)))
-    bpw: list[float] | None = None  # GGUF --bpw plans; None: two between the smallest file possible and Q8_0
+    format: str = "gguf"  # the candidates' format: "gguf" (llama.cpp) or "pte" (ExecuTorch)
+    quants: list[str] | None = None  # None: every scheme edgechat makes in the format
+    bpw: list[float] | None = None  # --bpw plans; None: two between the smallest file possible and 8 bits
     budget_minutes: float = 5.0  # distillation wall time per student; 0: the quantization plans only
     device: str = "cpu"
     teacher_data: int = 0  # students learn from this many teacher-written conversations (0: chit-chat)
     kept: list[float] | None = None  # students' kept-parameter fractions (default: what the budget recovers)
-    student_quant: str = "q4_k_m"
+    student_quant: str | None = None  # None: the format's 4-bit scheme (q4_k_m, 8da4w)
+    share_tied: bool = False  # pte: the --bpw plans hold a tied embedding/head once (converters.pte_tied)
+    awq: bool = False  # pte: activation-aware scales for the quantized programs (converters.pte_awq)
     eval_data: str | None = None
     prompts: int = 8  # held-out prompts whose greedy reply is compared with the source's
     reply_tokens: int = 24
     runs: int = 2  # profiling rounds (artifacts interleaved) for the speed here
     threads: int | None = None
     imatrix: bool = True
+
+    def __post_init__(self):
+        if self.quants is None:
+            self.quants = list(schemes.names(self.format, made=True)) if self.format in FORMATS else []
+        if self.student_quant is None:
+            self.student_quant = STUDENT_QUANTS.get(self.format, "")
+
+    def pte_extra(self, budgets: bool) -> dict:
+        """convert's .pte options for the quant schemes (budgets=False) or the --bpw plans: --share-tied only
+        for the plans, which choose the head's and table's types themselves (a scheme's 4-bit table is not the
+        head's 8-bit rows)."""
+        if self.format != "pte":
+            return {}
+        return {k: True for k, on in (("awq", self.awq), ("share_tied", self.share_tied and budgets)) if on}
 
 
 def constraint(opts: TuneOptions) -> tuple[str, float]:
@@ -59,12 +77,16 @@ def check_options(opts: TuneOptions) -> str:
 
     constraint(opts)
     get_profile(opts.target, measure=False)
+    fmt = opts.format
+    if fmt not in FORMATS:
+        raise EdgechatError(f"tune makes gguf or pte candidates, not {fmt}")
     with target_errors():
-        fmts = {schemes.get(q).format for q in [*opts.quants, opts.student_quant]}
-    if fmts != {"gguf"} and (opts.bpw or len(fmts) > 1):
-        raise EdgechatError("tune makes GGUF candidates (--bpw plans are GGUF): give GGUF quants "
-                            f"({', '.join(schemes.names('gguf', made=True))})")
-    fmt = fmts.pop()
+        for q in [*opts.quants, opts.student_quant]:
+            if schemes.get(q).format != fmt:
+                raise EdgechatError(f"--quant {q} is not a {fmt} scheme: tune --format {fmt} tries "
+                                    f"{', '.join(schemes.names(fmt, made=True))}")
+    if fmt != "pte" and (opts.share_tied or opts.awq):
+        raise EdgechatError("--share-tied and --awq are .pte levers: add --format pte")
     plan_exports([fmt], [*opts.quants, opts.student_quant])
     for k in opts.kept or []:
         if not 0 < k < 1:
@@ -78,81 +100,33 @@ def check_options(opts: TuneOptions) -> str:
     return fmt
 
 
-def auto_bpw(model) -> list[float]:
-    """Two mixed-precision plans, a third and two thirds of the way from the smallest file llama.cpp's types
-    allow for this model (every matrix at its cheapest candidate type) to Q8_0's 8.5 bits: a budget below the
-    smallest is refused, and what lies between the fixed schemes depends on the model's shapes."""
+def auto_bpw(model, opts: TuneOptions) -> list[float]:
+    """Two mixed-precision plans, a third and two thirds of the way from the smallest file the format's types
+    allow for this model (every matrix at its cheapest candidate type) to 8 bits (GGUF: Q8_0's 8.5; .pte: every
+    module at 8 bits): a budget below the smallest is refused, and what lies between the fixed schemes depends
+    on the model's shapes."""
     import math
 
-    from converters import mixed_precision as mp
+    if opts.format == "pte":
+        from converters.pte_budget import bpw_range
 
-    tensors = mp.planned_tensors(model)
-    fixed = sum(p.numel() * 4 for p in model.module.parameters() if p.dim() == 1)  # norms stay F32
-    smallest = (sum(mp.type_bytes(t, mp.candidates(t.cols)[0]) for t in tensors) + fixed) * 8 / model.config.param_count()
-    if smallest > 8.0:
+        smallest, top = bpw_range(model, opts.pte_extra(budgets=True))
+    else:
+        from converters import mixed_precision as mp
+
+        tensors = mp.planned_tensors(model)
+        fixed = sum(p.numel() * 4 for p in model.module.parameters() if p.dim() == 1)  # norms stay F32
+        smallest = (sum(mp.type_bytes(t, mp.candidates(t.cols)[0]) for t in tensors) + fixed) * 8 / model.config.param_count()
+        top = 8.5
+    if smallest > top - 0.5:
         return []
-    return [math.ceil((smallest + f * (8.5 - smallest)) * 10) / 10 for f in (1 / 3, 2 / 3)]
-
-
-def held_out_prompts(n: int) -> list[str]:
-    from edgechat.core.data import chitchat_dialogues
-
-    return [d[0]["content"] for d in chitchat_dialogues(PROMPTS_START, n) if d[0]["role"] == "user"]
-
-
-def replies(chat, prompts: list[str], on_prompt=None) -> list[list[int]]:
-    out = []
-    for i, p in enumerate(prompts):
-        chat.reset()
-        out.append(list(chat.send(p).token_ids))
-        if on_prompt:
-            on_prompt(i + 1)
-    return out
-
-
-def greedy_match(teacher, paths: list[Path], opts: TuneOptions, steps) -> dict[Path, float]:
-    """Share of held-out prompts whose greedy reply (token ids, up to reply_tokens) is the source's own."""
-    from edgechat.app.api import load
-    from edgechat.app.chat import Chat
-    from runtimes.torch_engine import TorchEngine
-
-    prompts = held_out_prompts(opts.prompts)
-    sampling = dict(temperature=0.0, max_tokens=opts.reply_tokens)
-    ref = replies(Chat(TorchEngine(teacher, n_ctx=1024, threads=opts.threads), **sampling), prompts,
-                  steps.step("the source's greedy replies to held-out prompts", total=len(prompts)))
-    out = {}
-    for path in paths:
-        chat = load(path, threads=opts.threads, n_ctx=1024, **sampling)
-        try:
-            got = replies(chat, prompts, steps.step(f"greedy replies of {path.name}", total=len(prompts)))
-        finally:
-            chat.engine.close()
-        out[path] = sum(a == b for a, b in zip(got, ref)) / len(prompts)
-    return out
-
-
-def speeds(paths: list[Path], targets: list[str], opts: TuneOptions, steps) -> tuple[dict, dict]:
-    """Decode tok/s measured here (profiling run: each artifact in its own process, interleaved, medians) and
-    the planner's estimate for each target; plus the machine's load during the run."""
-    from edgechat.app.profiling import artifact_facts, run_profiling
-
-    steps.step(f"measuring decode speed here ({len(paths)} artifacts interleaved, {opts.runs} rounds)")
-    run = run_profiling([str(p) for p in paths], runs=opts.runs, max_tokens=32, threads=opts.threads,
-                        target="host", progress=False)
-    out = {}
-    for row in run["results"]:
-        est = {}
-        for t in targets:
-            facts = artifact_facts(row["path"], t, max(round(row["prompt_tokens_mean"]), 1),
-                                   max(round(row["completion_tokens_mean"]), 1), run["n_ctx"])
-            est[t] = (facts["estimate"] or {}).get("decode_tok_s")
-        out[Path(row["path"])] = {"here": row["decode_tok_s"]["median"], "est": est}
-    return out, {"load_avg": run["load_avg"], "load_avg_after": run["load_avg_after"], "threads": run["threads"],
-                 "warning": run["machine"]["warning"]}
+    return [math.ceil((smallest + f * (top - smallest)) * 10) / 10 for f in (1 / 3, 2 / 3)]
 
 
 def measure(source, teacher, fmt: str, targets: list[str], opts: TuneOptions, work: Path, steps):
     """Every candidate built in `work` and measured: quality, greedy match, speed here and on each target."""
+    from edgechat.app.tune_measure import greedy_match, speeds
+
     rows, budget = build_candidates(source, teacher, fmt, opts, work, steps)
     paths = [r["dir"] / r["file"] for r in rows]
     match = greedy_match(teacher, paths, opts, steps)
@@ -191,12 +165,20 @@ def candidate_row(name: str, kind: str, art: dict, manifest: dict, cdir: Path, k
 
 
 def build_candidates(source, teacher, fmt: str, opts: TuneOptions, work: Path, steps) -> tuple[list[dict], dict | None]:
-    bpw = auto_bpw(teacher) if opts.bpw is None else opts.bpw
+    bpw = auto_bpw(teacher, opts) if opts.bpw is None else opts.bpw
     quant_opts = ConvertOptions(formats=[fmt], quants=list(opts.quants), budgets=[{"bpw": b} for b in bpw],
-                                eval_data=opts.eval_data, threads=opts.threads, imatrix=opts.imatrix)
-    m = convert(source, work / "quants", quant_opts, steps)  # one load, one importance matrix, every plan
-    rows = [candidate_row(a["quant"], "mixed" if "budget" in a else "quant", a, m, work / "quants", None)
-            for a in m["artifacts"] if a.get("quality")]
+                                eval_data=opts.eval_data, threads=opts.threads, imatrix=opts.imatrix,
+                                extra=opts.pte_extra(budgets=False))
+    runs = [("quants", quant_opts)]  # one load, one importance matrix, every plan
+    if opts.share_tied and bpw:  # the plans hold the tied matrix once; the schemes cannot (pte_extra)
+        runs = [("quants", replace(quant_opts, budgets=[])),
+                ("plans", replace(quant_opts, quants=[], extra=opts.pte_extra(budgets=True)))]
+    rows = []
+    for name, copts in runs:
+        if copts.quants or copts.budgets:
+            m = convert(source, work / name, copts, steps)
+            rows += [candidate_row(a["quant"], "mixed" if "budget" in a else "quant", a, m, work / name, None)
+                     for a in m["artifacts"] if a.get("quality")]
     budget = None
     if opts.budget_minutes > 0:
         from converters.budget import plan_budget
@@ -239,7 +221,7 @@ def tune(source, out_dir: str | Path, opts: TuneOptions, steps) -> dict:
         if best:
             m = best["manifest"]
             art = next(a for a in m["artifacts"] if a["file"] == best["file"])
-            for name in [best["file"], *m.get("files", [])]:
+            for name in [best["file"], *([art["data_file"]] if art.get("data_file") else []), *m.get("files", [])]:
                 shutil.move(str(best["dir"] / name), str(tmp / name))
             manifest = {**{k: v for k, v in m.items() if k not in ("created", "tools")}, "artifacts": [art],
                         "tune": record, "status": "ok"}

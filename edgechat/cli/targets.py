@@ -60,7 +60,8 @@ def targets_show(name, as_json):
 @click.option("--prompt-tokens", default=128, show_default=True, help="Prompt length for the prefill estimate.")
 @click.option("--min-tok-s", default=20.0, show_default=True,
               help="The most faithful quant estimated to decode at least this fast wins.")
-@click.option("--as-is", is_flag=True, help="SOURCE is a .gguf artifact: plan only its placement, as quantized.")
+@click.option("--as-is", is_flag=True, help="SOURCE is a .gguf or .pte artifact (a .pte in the folder `convert` "
+              "wrote): plan only its placement, as quantized.")
 @click.option("--on", "accelerator", help="Force the placement: cpu, or an accelerator's name (as many layers as "
               "fit on it), e.g. --on 'Hexagon NPU'.")
 @click.option("--layers", is_flag=True, help="One row per layer (default: runs of identical layers folded).")

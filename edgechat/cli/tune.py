@@ -23,11 +23,17 @@ from targets import schemes
               "to the source wins.")
 @click.option("--max-kld", type=float, help="Constraint: mean KLD to the source at most X; the fastest wins "
               "(the default, with X = 0.05, when no constraint is given).")
-@click.option("--quant", "quants", multiple=True, help=f"Quant schemes to try (default: all of "
-              f"{', '.join(schemes.names('gguf', made=True))}). Repeatable.")
-@click.option("--bpw", type=float, multiple=True, help="GGUF mixed-precision plans to try, in effective bits per weight "
-              "(default: two between the smallest file possible and Q8_0). Repeatable.")
+@click.option("--format", "fmt", default="gguf", show_default=True, type=click.Choice(["gguf", "pte"]),
+              help="The candidates' format: gguf for llama.cpp, pte for ExecuTorch.")
+@click.option("--quant", "quants", multiple=True, help=f"Quant schemes to try (default: every one of the format: "
+              f"gguf {', '.join(schemes.names('gguf', made=True))}; pte {', '.join(schemes.names('pte', made=True))}). "
+              "Repeatable.")
+@click.option("--bpw", type=float, multiple=True, help="Mixed-precision plans to try, in effective bits per weight "
+              "(default: two between the smallest file possible and 8 bits). Repeatable.")
 @click.option("--no-bpw", is_flag=True, help="Try no --bpw plans.")
+@click.option("--share-tied", is_flag=True, help="pte: the --bpw plans hold a tied embedding/head once, at 8 bits, "
+              "in a .ptd beside the .pte (as `convert --share-tied`).")
+@click.option("--awq", is_flag=True, help="pte: activation-aware scales for the quantized programs (as `convert --awq`).")
 @click.option("--budget-minutes", type=float, default=5.0, show_default=True,
               help="Distillation wall time per pruned student on --device (0: no students). The budget also sets "
               "how hard students are pruned: light on a CPU budget, heavier only where it buys the tokens.")
@@ -37,18 +43,19 @@ from targets import schemes
               "whose replies the source writes (cached; 0: on chit-chat dialogues).")
 @click.option("--kept", type=float, multiple=True, help="Students keeping this fraction of the parameters "
               "(default: the ratios the budget can recover). Repeatable.")
-@click.option("--student-quant", default="q4_k_m", show_default=True, help="Quant of the students' artifacts.")
+@click.option("--student-quant", help="Quant of the students' artifacts (default: q4_k_m, with --format pte 8da4w).")
 @click.option("--eval-data", type=click.Path(), help="Text for KLD and perplexity (default: 20 held-out chit-chat dialogues).")
 @click.option("--prompts", default=8, show_default=True, help="Held-out prompts whose greedy reply is compared with the source's.")
 @click.option("--runs", default=2, show_default=True, help="Interleaved profiling rounds for the speed measured here.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--no-imatrix", is_flag=True, help="Quantize without an importance matrix.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def tune(source, out_dir, target, max_mib, min_decode_tok_s, max_kld, quants, bpw, no_bpw, budget_minutes, device,
-         teacher_data, kept, student_quant, eval_data, prompts, runs, threads, no_imatrix, as_json):
+def tune(source, out_dir, target, max_mib, min_decode_tok_s, max_kld, fmt, quants, bpw, no_bpw, share_tied, awq,
+         budget_minutes, device, teacher_data, kept, student_quant, eval_data, prompts, runs, threads, no_imatrix,
+         as_json):
     """Try SOURCE's candidates and keep the best that meets one constraint.
 
-    Candidates: SOURCE at each quant scheme and --bpw plan, and pruned + distilled students (blocks removed by
+    Candidates: SOURCE at each quant scheme and --bpw plan of one --format, and pruned + distilled students (blocks removed by
     measured loss, widths by activation importance) at the ratios the --budget-minutes can recover. Each is
     measured against SOURCE (mean KLD, perplexity ratio, share of held-out prompts answered exactly as SOURCE
     answers greedily) and for speed (here, and the planner's estimate for --target). The frontier
@@ -59,10 +66,10 @@ def tune(source, out_dir, target, max_mib, min_decode_tok_s, max_kld, quants, bp
     from edgechat.reports.progress import Steps
 
     opts = TuneOptions(target=target, max_mib=max_mib, min_decode_tok_s=min_decode_tok_s, max_kld=max_kld,
-                       budget_minutes=budget_minutes, device=device,
+                       format=fmt, share_tied=share_tied, awq=awq, budget_minutes=budget_minutes, device=device,
                        teacher_data=teacher_data, kept=list(kept) or None,
-                       student_quant=student_quant.lower(), eval_data=eval_data, prompts=prompts, runs=runs,
-                       threads=threads, imatrix=not no_imatrix)
+                       student_quant=student_quant and student_quant.lower(), eval_data=eval_data, prompts=prompts,
+                       runs=runs, threads=threads, imatrix=not no_imatrix)
     if quants:
         opts.quants = [q.lower() for q in quants]
     if bpw or no_bpw:

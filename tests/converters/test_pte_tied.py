@@ -75,6 +75,21 @@ def test_a_program_without_its_data_file_is_one_line(tied_out, tmp_path):
         f"not beside it in {out}: copy the two files together")
 
 
+def test_plan_as_is_reads_a_programs_own_types(tied_out):
+    """`edgechat plan PTE --as-is`: the types the budget's plan gave each module, from the manifest beside the
+    program (a .pte holds no model config of its own)."""
+    art = _arts(tied_out)[f"mixed-{BUDGET_MIB:g}mib"]
+    plan = art["plan"]["tensor_types"]
+    d = json.loads(run_cli("plan", str(tied_out / art["file"]), "--target", "rpi5-8gb", "--as-is", "--json",
+                           check=True).stdout)
+    assert d["format"] == "pte" and d["quant"] in ("8da8w", "8da4w")
+    slots = {s["name"]: s["types"] for s in d["chosen"]["slots"]}
+    assert slots["output"] == "QC8W" and slots["token_embd"] == "QC8W"  # the 8da8w head, the 8w table
+    layers = sorted({int(m.split("layers.")[1].split(".")[0]) for m in plan if "layers." in m})
+    four = {int(m.split("layers.")[1].split(".")[0]) for m, c in plan.items() if c.startswith("8da4w")}
+    assert four and [("QB4W" in slots[f"blk.{i}"]) for i in layers] == [i in four for i in layers], slots
+
+
 @pytest.mark.parametrize("args, message", [
     (["--quant", "8da8w", "--embedding-quant", "none"], "--share-tied holds the head at 8 bits and the table as "
      "its 8-bit rows: use it with --bpw/--size-mib, or with an 8-bit head and table (--quant 8da8w, or 8da4w "

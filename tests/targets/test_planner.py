@@ -9,7 +9,7 @@ import gguf
 import pytest
 
 from targets import ModelSpec, PlanError, Request, load_profile, plan
-from targets.quants import tensor_types, type_bytes
+from targets.quants import pte_plan_types, tensor_types, type_bytes
 from tests.conftest import run_cli
 
 SMOLLM2 = ModelSpec("SmolLM2-135M", vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30,
@@ -178,6 +178,20 @@ def test_cli_plan_as_is(stories_quants):
                            check=True).stdout)
     types = [s["types"] for s in d["chosen"]["slots"][1:6]]
     assert d["quant"] == "q4_k_m" and types == ["F16/Q5_0", "F16/Q5_0", "F16/Q5_0/Q8_0", "F16/Q5_0", "F16/Q5_0/Q8_0"]
+
+
+def test_pte_plan_types_follow_the_modules_fused_or_not():
+    """A .pte budget plan names the export module's linears (q/k/v and gate/up fused or apart); each maps to
+    its GGUF tensors at the layout XNNPACK keeps, and the rest stays at 8da8w's types."""
+    plan = {"model.embed_tokens": "4w-g64", "model.layers.0.self_attn.qkv_proj": "8da4w-g32",
+            "model.layers.0.mlp.gate_up_proj": "8da4w-g128", "model.layers.1.self_attn.k_proj": "8da4w-g64",
+            "model.layers.1.mlp.down_proj": "8da4w-g32", "lm_head": "8da8w"}
+    types = pte_plan_types(plan, SMOLLM2)
+    assert types == {**tensor_types("8da8w", SMOLLM2), "token_embd.weight": "QB4W_G64", "output.weight": "QC8W",
+                     "blk.0.attn_q.weight": "QB4W", "blk.0.attn_k.weight": "QB4W", "blk.0.attn_v.weight": "QB4W",
+                     "blk.0.ffn_gate.weight": "QB4W_G128", "blk.0.ffn_up.weight": "QB4W_G128",
+                     "blk.1.attn_k.weight": "QB4W_G64", "blk.1.ffn_down.weight": "QB4W"}
+    assert type_bytes("QB4W_G128", 256) == 256 * (4 + 16 / 128) / 8
 
 
 def test_cli_plan_too_large_is_one_line(tmp_path):

@@ -66,6 +66,31 @@ def test_tune_writes_the_frontier_and_the_chosen_artifact(tuned):
     assert m["status"] == "ok" and m["tune"]["constraint"] == {"max_kld": 0.5}
 
 
+def test_tune_makes_pte_candidates_with_the_target_estimate(stories_dir, eval_file, tmp_path):
+    """--format pte: ExecuTorch programs, a --share-tied plan among them (its .ptd goes to OUTPUT with it), and
+    the planner's estimate for a .pte on another target as the speed axis."""
+    from edgechat.core.files import file_sha256
+
+    out = tmp_path / "out"
+    proc = run_cli("tune", str(stories_dir), "-o", str(out), "--format", "pte", "--quant", "8da8w", "--bpw", "10.5",
+                   "--share-tied", "--max-mib", "0.36", "--target", "rpi5-8gb", "--budget-minutes", "0",
+                   "--eval-data", str(eval_file), *FAST)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "edgechat.json").read_text())
+    rows = {r["name"]: r for r in m["tune"]["frontier"]}
+    assert sorted(rows) == ["8da8w", "mixed-bpw10.5"]
+    for r in rows.values():
+        assert r["file"].endswith(".pte") and r["decode_tok_s_here"] > 0 and r["mean_kld"] >= 0
+        assert r["decode_tok_s_target"] > 0 and r["speed"] == r["decode_tok_s_target"]  # rpi5-8gb: the estimate
+    # the plan holds the tied matrix once: under the 8-bit program's size, and the only one under 0.36 MiB
+    assert rows["mixed-bpw10.5"]["bytes"] < rows["8da8w"]["bytes"] and rows["8da8w"]["mib"] > 0.36
+    assert m["tune"]["chosen"] == "mixed-bpw10.5"
+    art = m["artifacts"][0]
+    assert art["data_file"].endswith(".ptd") and file_sha256(out / art["data_file"]) == art["data_sha256"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([art["file"], art["data_file"], *m["files"],
+                                                            "edgechat.json", "frontier.md", "frontier.png"])
+
+
 def test_tune_output_reads_at_80_columns_when_piped(tuned):
     out, proc = tuned
     table = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
@@ -98,7 +123,9 @@ def test_tune_refuses_an_impossible_constraint_with_the_closest_figures(stories_
     (["--max-mib", "0"], "--max-mib must be above 0, got 0"),
     (["--target", "toaster"], None),
     (["--kept", "1.5"], "--kept 1.5 is out of range: give the fraction of parameters a student keeps, in (0, 1)"),
-    (["--quant", "8da4w"], "tune makes GGUF candidates (--bpw plans are GGUF): give GGUF quants (f32, f16, q8_0, q4_0, q4_k_m)"),
+    (["--quant", "8da4w"], "--quant 8da4w is not a gguf scheme: tune --format gguf tries f32, f16, q8_0, q4_0, q4_k_m"),
+    (["--format", "pte", "--quant", "q4_0"], "--quant q4_0 is not a pte scheme: tune --format pte tries fp32, 8da8w, 8da4w"),
+    (["--share-tied"], "--share-tied and --awq are .pte levers: add --format pte"),
 ])
 def test_tune_refuses_bad_options_before_any_model_work(stories_dir, tmp_path, args, message):
     proc = run_cli("tune", str(stories_dir), "-o", str(tmp_path / "out"), *args)
