@@ -165,6 +165,11 @@ def candidate_row(name: str, kind: str, art: dict, manifest: dict, cdir: Path, k
 
 
 def build_candidates(source, teacher, fmt: str, opts: TuneOptions, work: Path, steps) -> tuple[list[dict], dict | None]:
+    if opts.share_tied:  # an untied model is refused now, not after the schemes' candidates are built
+        from converters.pte_options import budget_options
+        from converters.pte_tied import check_tied
+
+        check_tied(teacher, budget_options(teacher, opts.pte_extra(budgets=True)))
     bpw = auto_bpw(teacher, opts) if opts.bpw is None else opts.bpw
     quant_opts = ConvertOptions(formats=[fmt], quants=list(opts.quants), budgets=[{"bpw": b} for b in bpw],
                                 eval_data=opts.eval_data, threads=opts.threads, imatrix=opts.imatrix,

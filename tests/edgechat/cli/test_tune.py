@@ -137,6 +137,14 @@ def test_tune_refuses_bad_options_before_any_model_work(stories_dir, tmp_path, a
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tune_share_tied_on_an_untied_model_is_refused_before_any_candidate(tiny_qwen2_dir, tmp_path):
+    proc = run_cli("tune", str(tiny_qwen2_dir), "-o", str(tmp_path / "out"), "--format", "pte", "--share-tied")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "edgechat: error: --share-tied: tiny-qwen2 does not tie its embedding and head; there is one matrix of "
+        "each already")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_tune_refuses_an_absent_training_device_first(stories_dir, tmp_path):
     import torch
 
