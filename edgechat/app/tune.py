@@ -87,6 +87,8 @@ def check_options(opts: TuneOptions) -> str:
                                     f"{', '.join(schemes.names(fmt, made=True))}")
     if fmt != "pte" and (opts.share_tied or opts.awq):
         raise EdgechatError("--share-tied and --awq are .pte levers: add --format pte")
+    if opts.share_tied and opts.bpw == []:
+        raise EdgechatError("--share-tied applies to the --bpw plans: drop --no-bpw")
     plan_exports([fmt], [*opts.quants, opts.student_quant])
     for k in opts.kept or []:
         if not 0 < k < 1:
