@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ROOT.parent / "shared" / "data" / "stories260K" / "hf"
 CLI = [sys.executable, "-m", "edgechat.cli"]
+TUNE_EVAL = ROOT / "tests" / "fixtures" / "tune" / "eval.jsonl"  # two stories260K-style chats
 
 
 def tiny_gpu_phone(d: Path) -> Path:
@@ -53,6 +54,11 @@ JOBS = {
     "coreml": ("coreml_convert", lambda out: CLI + [
         "convert", str(STORIES), "-o", str(out), "--target", "iphone15pro", "--format", "pte", "--quant", "fp32",
         "--on", "Neural Engine", "--max-seq-len", "64", "--no-eval"]),
+    # tune's .pte candidates (tests/edgechat/cli/test_tune.py): an 8da8w program and a --share-tied plan
+    "tune-pte": ("tuned_pte", lambda out: CLI + [
+        "tune", str(STORIES), "-o", str(out), "--format", "pte", "--quant", "8da8w", "--bpw", "10.5", "--share-tied",
+        "--max-mib", "0.36", "--target", "rpi5-8gb", "--budget-minutes", "0", "--eval-data", str(TUNE_EVAL),
+        "--prompts", "3", "--runs", "1"]),
 }
 
 

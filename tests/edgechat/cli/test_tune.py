@@ -4,20 +4,21 @@ import json
 
 import pytest
 
+from tests.background import TUNE_EVAL, jobs
 from tests.conftest import run_cli
 
-EVAL = [[{"role": "user", "content": "Once upon a time there was a little girl."},
-         {"role": "assistant", "content": "She had a big red ball and she loved to play with it in the park."}],
-        [{"role": "user", "content": "Tom went to the park with his mom."},
-         {"role": "assistant", "content": "He saw a dog and they played all day. Tom was very happy."}]]
 FAST = ["--prompts", "3", "--runs", "1", "--no-imatrix"]
 
 
 @pytest.fixture(scope="session")
-def eval_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tune-data") / "eval.jsonl"
-    path.write_text("".join(json.dumps({"messages": d}) + "\n" for d in EVAL))
-    return path
+def eval_file():
+    return TUNE_EVAL
+
+
+@pytest.fixture(scope="session")
+def tuned_pte(tmp_path_factory, stories_dir):
+    """tune --format pte: 8da8w and a --share-tied --bpw 10.5 plan, --max-mib 0.36 on rpi5-8gb (tests/background.py)."""
+    return jobs.wait("tune-pte", tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -66,16 +67,12 @@ def test_tune_writes_the_frontier_and_the_chosen_artifact(tuned):
     assert m["status"] == "ok" and m["tune"]["constraint"] == {"max_kld": 0.5}
 
 
-def test_tune_makes_pte_candidates_with_the_target_estimate(stories_dir, eval_file, tmp_path):
+def test_tune_makes_pte_candidates_with_the_target_estimate(tuned_pte):
     """--format pte: ExecuTorch programs, a --share-tied plan among them (its .ptd goes to OUTPUT with it), and
     the planner's estimate for a .pte on another target as the speed axis."""
     from edgechat.core.files import file_sha256
 
-    out = tmp_path / "out"
-    proc = run_cli("tune", str(stories_dir), "-o", str(out), "--format", "pte", "--quant", "8da8w", "--bpw", "10.5",
-                   "--share-tied", "--max-mib", "0.36", "--target", "rpi5-8gb", "--budget-minutes", "0",
-                   "--eval-data", str(eval_file), *FAST)
-    assert proc.returncode == 0, proc.stderr
+    out = tuned_pte
     m = json.loads((out / "edgechat.json").read_text())
     rows = {r["name"]: r for r in m["tune"]["frontier"]}
     assert sorted(rows) == ["8da8w", "mixed-bpw10.5"]
