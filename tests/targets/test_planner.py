@@ -194,6 +194,15 @@ def test_pte_plan_types_follow_the_modules_fused_or_not():
     assert type_bytes("QB4W_G128", 256) == 256 * (4 + 16 / 128) / 8
 
 
+def test_cli_plan_as_is_on_a_pte_without_its_manifest(tmp_path):
+    pte = tmp_path / "moved.pte"
+    pte.write_bytes(b"\0" * 64)
+    out = run_cli("plan", str(pte), "--target", "host", "--as-is")
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
+        f"edgechat: error: {pte}: no edgechat.json beside it lists this program, and a .pte holds no model shape of "
+        "its own: keep the .pte in the directory `edgechat convert` wrote")
+
+
 def test_cli_plan_too_large_is_one_line(tmp_path):
     (tmp_path / "llama8b").mkdir()
     (tmp_path / "llama8b" / "config.json").write_text(json.dumps(LLAMA_8B_HF))
