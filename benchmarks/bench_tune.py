@@ -5,7 +5,7 @@ estimate), with the candidate `tune` would choose for the constraint. Writes ben
 frontier chart + table per target (bench_tune-<target>.png/.md) into benchmarks/results/.
 
     nice -n 10 .venv/bin/python benchmarks/bench_tune.py [--budget-minutes 2] [--kept 0.9] [--max-kld 0.05]
-        [--quant q8_0 ...] [--bpw 5.0 ...] [--imatrix] [--format pte [--share-tied] [--awq]] [--name NAME]
+        [--quant q8_0 ...] [--bpw 5.0 ...] [--imatrix] [--format pte [--share-tied] [--awq]] [--target T ...] [--name NAME]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--budget-minutes", type=float, default=2.0, help="distillation wall time per student")
     ap.add_argument("--kept", type=float, action="append", help="students' kept fractions (default: the budget rule's)")
     ap.add_argument("--max-kld", type=float, default=0.05)
+    ap.add_argument("--target", action="append", help=f"frontiers to draw (default: {', '.join(TARGETS)})")
     ap.add_argument("--format", default="gguf", choices=["gguf", "pte"], help="the candidates' format")
     ap.add_argument("--share-tied", action="store_true", help="pte: the --bpw plans hold the tied matrix once")
     ap.add_argument("--awq", action="store_true", help="pte: activation-aware scales")
@@ -55,9 +56,10 @@ def main() -> None:
     fmt = check_options(opts)
     teacher = load_model(args.source)
     with tempfile.TemporaryDirectory(prefix="bench_tune-") as work, Steps() as steps:
-        rows, budget, machine = measure(args.source, teacher, fmt, TARGETS, opts, Path(work), steps)
+        targets = args.target or TARGETS
+        rows, budget, machine = measure(args.source, teacher, fmt, targets, opts, Path(work), steps)
         per_target, sections = {}, []
-        for target in TARGETS:
+        for target in targets:
             trows, best = for_target(rows, target, "max_kld", args.max_kld)
             title = f"tune {teacher.name} for {target}: {len(trows)} candidates, --max-kld {args.max_kld:g}"
             notes = frontier_notes(replace(opts, target=target), "max_kld", args.max_kld, best, budget, machine)
