@@ -1,7 +1,7 @@
-"""tune: build the candidates (the source at every quant scheme and --bpw plan of one format, GGUF or .pte, and
-pruned + distilled students at the ratios the distillation budget can recover), measure each one's quality against the source and
-its speed, draw the speed-quality frontier and write the best candidate that meets the constraint into OUT,
-staged as `convert` does, with the whole frontier in its manifest."""
+"""tune: build the candidates (the source at every quant scheme and --bpw plan of one format, GGUF or .pte,
+and pruned + distilled students at the ratios the distillation budget can recover), measure each one's quality
+against the source and its speed, draw the speed-quality frontier and write the best candidate that meets the
+constraint into OUT, staged as `convert` does, with the whole frontier in its manifest."""
 from __future__ import annotations
 
 import shutil
