@@ -18,6 +18,7 @@ from torch import nn
 from converters import mixed_precision as mp
 from edgechat.core.errors import EdgechatError
 from edgechat.core.native_io import quiet_stderr
+from targets.quants import parse_pte_choice as parse  # the planner reads the same choices (pte_choice_type)
 
 LINEAR_CHOICES = ("8da4w-g32", "8da4w-g64", "8da4w-g128", "8da8w")
 EMBEDDING_CHOICES = ("4w-g32", "4w-g64", "4w-g128", "8w")
@@ -32,14 +33,6 @@ class PlannedModule:
     kind: str  # "linear" or "embedding"
     rows: int  # output features (an embedding's vocabulary)
     cols: int  # input features (an embedding's width)
-
-
-def parse(choice: str) -> tuple[int, int, bool]:
-    """'8da4w-g32' -> (4 bits, group 32, dynamic activations); '8w' -> (8, 0, False)."""
-    dynamic = choice.startswith("8da")
-    bits = int(choice[3 if dynamic else 0])
-    group = int(choice.split("-g")[1]) if "-g" in choice else 0
-    return bits, group, dynamic
 
 
 def candidates(m: PlannedModule) -> tuple[str, ...]:

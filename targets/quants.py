@@ -97,12 +97,20 @@ PTE_MODULE_TENSORS = {"qkv_proj": ("attn_q", "attn_k", "attn_v"), "q_proj": ("at
                       "gate_proj": ("ffn_gate",), "up_proj": ("ffn_up",), "down_proj": ("ffn_down",)}
 
 
+def parse_pte_choice(choice: str) -> tuple[int, int, bool]:
+    """A .pte plan's per-module choice: '8da4w-g32' -> (4 bits, group 32, dynamic int8 activations);
+    '8w' -> (8, 0 (per channel), False)."""
+    dynamic = choice.startswith("8da")
+    bits = int(choice[3 if dynamic else 0])
+    group = int(choice.split("-g")[1]) if "-g" in choice else 0
+    return bits, group, dynamic
+
+
 def pte_choice_type(choice: str) -> str:
     """A plan's per-module choice (8da4w-g32, 8da8w, 4w-g64, 8w) as the layout XNNPACK / ExecuTorch keep."""
-    bits = choice[3] if choice.startswith("8da") else choice[0]  # 8da (dynamic int8 activations) + weight bits
-    if bits == "8":
+    bits, group, _ = parse_pte_choice(choice)
+    if bits == 8:
         return "QC8W"
-    group = int(choice.split("-g")[1]) if "-g" in choice else 32
     return "QB4W" if group == 32 else f"QB4W_G{group}"
 
 
