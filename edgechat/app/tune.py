@@ -81,9 +81,9 @@ def check_options(opts: TuneOptions) -> str:
     if fmt not in FORMATS:
         raise EdgechatError(f"tune makes gguf or pte candidates, not {fmt}")
     with target_errors():
-        for q in [*opts.quants, opts.student_quant]:
+        for option, q in [*(("--quant", q) for q in opts.quants), ("--student-quant", opts.student_quant)]:
             if schemes.get(q).format != fmt:
-                raise EdgechatError(f"--quant {q} is not a {fmt} scheme: tune --format {fmt} tries "
+                raise EdgechatError(f"{option} {q} is not a {fmt} scheme: tune --format {fmt} tries "
                                     f"{', '.join(schemes.names(fmt, made=True))}")
     if fmt != "pte" and (opts.share_tied or opts.awq):
         raise EdgechatError("--share-tied and --awq are .pte levers: add --format pte")

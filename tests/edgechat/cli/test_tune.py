@@ -122,6 +122,8 @@ def test_tune_refuses_an_impossible_constraint_with_the_closest_figures(stories_
     (["--kept", "1.5"], "--kept 1.5 is out of range: give the fraction of parameters a student keeps, in (0, 1)"),
     (["--quant", "8da4w"], "--quant 8da4w is not a gguf scheme: tune --format gguf tries f32, f16, q8_0, q4_0, q4_k_m"),
     (["--format", "pte", "--quant", "q4_0"], "--quant q4_0 is not a pte scheme: tune --format pte tries fp32, 8da8w, 8da4w"),
+    (["--format", "pte", "--student-quant", "q4_k_m"],
+     "--student-quant q4_k_m is not a pte scheme: tune --format pte tries fp32, 8da8w, 8da4w"),
     (["--share-tied"], "--share-tied and --awq are .pte levers: add --format pte"),
     (["--format", "pte", "--share-tied", "--no-bpw"], "--share-tied applies to the --bpw plans: drop --no-bpw"),
 ])
