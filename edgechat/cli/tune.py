@@ -33,7 +33,8 @@ from targets import schemes
 @click.option("--no-bpw", is_flag=True, help="Try no --bpw plans.")
 @click.option("--share-tied", is_flag=True, help="pte: the --bpw plans hold a tied embedding/head once, at 8 bits, "
               "in a .ptd beside the .pte (as `convert --share-tied`).")
-@click.option("--awq", is_flag=True, help="pte: activation-aware scales for the quantized programs (as `convert --awq`).")
+@click.option("--awq", is_flag=True, help="pte: activation-aware scales for the quantized programs "
+              "(as `convert --awq`).")
 @click.option("--budget-minutes", type=float, default=5.0, show_default=True,
               help="Distillation wall time per pruned student on --device (0: no students). The budget also sets "
               "how hard students are pruned: light on a CPU budget, heavier only where it buys the tokens.")
@@ -55,8 +56,9 @@ def tune(source, out_dir, target, max_mib, min_decode_tok_s, max_kld, fmt, quant
          as_json):
     """Try SOURCE's candidates and keep the best that meets one constraint.
 
-    Candidates: SOURCE at each quant scheme and --bpw plan of one --format, and pruned + distilled students (blocks removed by
-    measured loss, widths by activation importance) at the ratios the --budget-minutes can recover. Each is
+    Candidates: SOURCE at each quant scheme and --bpw plan of one --format, and pruned + distilled students
+    (blocks removed by measured loss, widths by activation importance) at the ratios the --budget-minutes can
+    recover. Each is
     measured against SOURCE (mean KLD, perplexity ratio, share of held-out prompts answered exactly as SOURCE
     answers greedily) and for speed (here, and the planner's estimate for --target). The frontier
     (frontier.md, frontier.png) marks the dominated candidates; the chosen one is written to OUTPUT. When
