@@ -112,16 +112,26 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
                          "not the one made now")
     start = load_model(args.after / "distilled")
     seed = 1 + args.after.name.count("+")
+    resample_for = None
     if args.student_share:
-        from edgechat.app.distill_data import with_student_replies
+        from edgechat.app.distill_data import on_policy, round_resampler
         from edgechat.reports.progress import Steps
 
-        chats = with_student_replies(chats, start, args.student_share, seed, chats.options.get("reply_tokens", 128),
-                                     Steps(), greedy=bool(args.alpha_ul))
+        opts = distill_config(alpha_ul=args.alpha_ul, resample_every=args.resample_every)
+        opts.student_share, opts.reply_tokens = args.student_share, chats.options.get("reply_tokens", 128)
+        if args.resample_every:  # from the student in training, each round on the conversations it reads
+            def rounds(s):
+                rec["resampled"] = (fn := round_resampler(chats, opts, s, seed)).stats  # filled in as it trains
+                return fn
+
+            resample_for = rounds
+        else:
+            chats = on_policy(chats, opts, start, seed, Steps())
     rec["teacher_data"] = chats.record()
     student, rec["distill"] = distill_for(teacher, start, args.minutes, f"{key} after {args.after.name}",
                                           chats.packed(distill_config().seq_len), seed=seed,
-                                          alpha_ce=args.alpha_ce, lr=args.lr, alpha_ul=args.alpha_ul, steps=args.steps)
+                                          alpha_ce=args.alpha_ce, lr=args.lr, alpha_ul=args.alpha_ul, steps=args.steps,
+                                          resample_every=args.resample_every, resample_for=resample_for)
     return key, finish_student(student, teacher, rec, evals, home, key)
 
 
@@ -144,7 +154,8 @@ def recipe_suffix(args) -> str:
     KL only, every reply, none of the student's)."""
     return ((f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (f"-ce{args.alpha_ce:g}" if args.alpha_ce else "")
             + ("-noloops" if args.drop_looping else "") + (f"-own{args.student_share:g}" if args.student_share else "")
-            + (f"-ul{args.alpha_ul:g}" if args.alpha_ul else ""))
+            + (f"-ul{args.alpha_ul:g}" if args.alpha_ul else "") + (f"-every{args.resample_every}" if args.resample_every
+                                                                     else ""))
 
 
 def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:
@@ -195,6 +206,8 @@ def main():
                     help="weight of unlikelihood on the repeats in the student's own looping replies (--student-share)")
     ap.add_argument("--steps", type=int, help="--after only: distil for exactly this many steps instead of --minutes' "
                                               "worth (to compare recipes at equal steps)")
+    ap.add_argument("--resample-every", type=int, default=0, help="--student-share only: sample the student's "
+                    "replies again every N steps from the student as it trains (0: once, before training)")
     ap.add_argument("--drop-looping", action="store_true",
                     help="leave the teacher-written conversations whose reply loops out of the training set")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
@@ -209,6 +222,8 @@ def main():
     before = None
     if (args.student_share or args.steps) and not args.after:
         ap.error("--student-share and --steps go with --after (a continued student)")
+    if args.resample_every and not args.student_share:
+        ap.error("--resample-every needs --student-share: it samples the student's replies again as it trains")
     if args.alpha_ul and not args.student_share:
         ap.error("--alpha-ul needs --student-share: it pushes down the repeats in the student's own replies")
     if args.after:
@@ -282,7 +297,9 @@ def main():
     if args.student_share:
         own = next(r["teacher_data"] for r in recs.values() if "teacher_data" in r)
         dropped += (f"; {own['student_replies']} of them ({args.student_share:.0%}) answered by the student itself "
-                    f"before training instead ({'greedy' if args.alpha_ul else 'sampled at T=1'}), the teacher's "
+                    f"before training instead ({'greedy' if args.alpha_ul else 'sampled at T=1'}"
+                    + (f"; sampled again, other conversations, every {args.resample_every} steps from the student "
+                       "as it trains" if args.resample_every else "") + "), the teacher's "
                     "KL on them and no cross-entropy" + (f"; the {own['avoid_tokens']} tokens that carry the repeats "
                     f"of its looping replies get {args.alpha_ul:g} x unlikelihood instead" if args.alpha_ul else ""))
     budget = (f"{args.steps} steps (fixed) on {THREADS} threads per student" if args.steps else

@@ -50,6 +50,8 @@ class DistillConfig:
     magpie_share: float = 0.25  # share of prompts the teacher writes itself from the template's user prefix
     reply_tokens: int = 128  # most tokens per teacher reply
     student_share: float = 0.0  # share of replies sampled from the student instead, scored by the teacher (GKD)
+    resample_every: int = 0  # with student_share: sample the student's replies again every N steps, from the
+    # student as it trains (distill's `resample`); 0: once, before training
     drop_looping: bool = False  # leave out the conversations whose reply loops (edgechat.app.loops)
     log: list = field(default_factory=list)
 
@@ -180,10 +182,13 @@ def loss_positions(packed_mask: torch.Tensor | None, tokens: torch.Tensor) -> tu
 
 
 def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, on_step=None,
-            dataset: Packed | None = None) -> Model:
+            dataset: Packed | None = None, resample=None) -> Model:
     """Train student.module in place against teacher; returns the student. cfg.log gets (step, loss, kl);
     on_step(step, loss, kl), if given, is called after every optimizer step (on every rank). dataset: the
-    packed sequences and loss mask to train on (teacher-generated conversations); default: training_tokens."""
+    packed sequences and loss mask to train on (teacher-generated conversations); default: training_tokens.
+    resample(step) -> Packed: the data for the next cfg.resample_every steps, its student share sampled from the
+    student as it is now (on-policy; the caller runs the engine, converters do not), called at the first step and
+    every cfg.resample_every steps; every rank calls it, so it must give the same data on each (seeded)."""
     if teacher.config.vocab_size != student.config.vocab_size:
         raise EdgechatError(f"teacher and student vocabularies differ ({teacher.config.vocab_size} vs "
                             f"{student.config.vocab_size} tokens): distillation needs the same tokenizer")
@@ -214,6 +219,14 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
     teacher.module.to(dev).eval().requires_grad_(False)
     advance = progress.step("distilling", total=cfg.steps) if progress and rank == 0 else None
     for step in range(start, cfg.steps):
+        if resample and cfg.resample_every and (step % cfg.resample_every == 0 or step == start):
+            if advance:
+                progress.describe(f"distilling: sampling the student's replies again (step {step})")
+            module.eval()
+            with torch.no_grad():
+                packed = resample(step)
+            data = packed.tokens
+            module.train()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         idx = batch_indices(step, len(data), global_batch, cfg.seed)

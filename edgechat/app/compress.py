@@ -65,15 +65,18 @@ def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> t
         from converters.distill import config_dict, distill, train_precision
 
         cfg = recipe.distill
-        dataset = None
+        dataset, resample = None, None
         if cfg.teacher_data:
-            from edgechat.app.distill_data import for_config
+            from edgechat.app.distill_data import for_config, resampler
 
             dataset = for_config(teacher, cfg, progress=steps, student=student)
-        distill(teacher, student, cfg, progress=steps, dataset=dataset.packed(cfg.seq_len) if dataset else None)
+            resample = resampler(teacher, cfg, student)
+        distill(teacher, student, cfg, progress=steps, dataset=dataset.packed(cfg.seq_len) if dataset else None,
+                resample=resample)
         precision = train_precision(cfg, hidden_size=student.config.hidden_size)
         record["distill"] = {"config": config_dict(cfg), "precision": precision,
-                             "teacher_data": dataset.record() if dataset else None, "first": cfg.log[0],
+                             "teacher_data": dataset.record() if dataset else None,
+                             "resampled": resample.stats if resample else None, "first": cfg.log[0],
                              "last": cfg.log[-1], "curve": cfg.log[:: max(1, cfg.steps // 50)]}
         steps.step("quality after distillation")
         record["distilled"] = stage_quality(teacher, student, data, n_ctx)

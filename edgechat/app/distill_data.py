@@ -1,10 +1,13 @@
 """The data a distillation config trains on: the teacher-written set (edgechat.app.teacher_data), optionally with
 a share of its replies sampled from the student instead (on-policy, GKD-style: the teacher's logits then score
-them) and without the conversations whose reply loops."""
+them; sampled once, or again as the student trains) and without the conversations whose reply loops."""
 from __future__ import annotations
 
+import copy
 import random
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from edgechat.app.loops import loops, repeats
@@ -18,21 +21,77 @@ from edgechat.core.model import Model
 def for_config(teacher: Model, cfg, gguf_path: str | Path | None = None, progress=None,
                student: Model | None = None) -> TeacherData:
     """The set a converters.distill.DistillConfig asks for (cfg.teacher_data conversations), with
-    cfg.student_share of the replies sampled from `student`."""
+    cfg.student_share of the replies sampled from `student` (unless cfg.resample_every: then `resampler` does)."""
     check_config(cfg)
     data = teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
                                  magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens, progress=progress)
+    return on_policy(data, cfg, None if cfg.resample_every else student, cfg.seed, progress)
+
+
+def on_policy(data: TeacherData, cfg, student: Model | None, seed: int, progress=None) -> TeacherData:
+    """The teacher's set with cfg.student_share of its replies the student's (when a student is given), without
+    the looping teacher replies when cfg.drop_looping."""
     if cfg.student_share and student is not None:
-        data = with_student_replies(data, student, cfg.student_share, cfg.seed, cfg.reply_tokens, progress,
+        data = with_student_replies(data, student, cfg.student_share, seed, cfg.reply_tokens, progress,
                                     greedy=bool(cfg.alpha_ul))
     return data.without_loops() if cfg.drop_looping else data
+
+
+def round_subset(data: TeacherData, tokens: int, seed: int) -> TeacherData:
+    """Conversations drawn at random (seeded) until they hold `tokens` tokens and a tenth more (the packing cuts
+    the last sequence), or the whole set: what one round of re-sampled training reads, so that each reply the
+    student writes is trained on rather than diluted in the whole set."""
+    order = list(range(len(data.conversations)))
+    random.Random(seed).shuffle(order)
+    keep, held = [], 0
+    for i in order:
+        if held >= tokens * 1.1:
+            break
+        keep.append(i)
+        held += len(data.sequences[i])
+    return data.subset(sorted(keep))
+
+
+def resampler(teacher: Model, cfg, student: Model, gguf_path: str | Path | None = None):
+    """converters.distill's `resample` for cfg.resample_every: at step S, the conversations the next
+    cfg.resample_every steps read (round_subset, seed cfg.seed + S), cfg.student_share of their replies sampled
+    from the student as it is then; None when the config samples once. The student's weights are read on the CPU
+    (a copy when it trains on a GPU)."""
+    if not (cfg.teacher_data and cfg.student_share and cfg.resample_every):
+        return None
+    from converters.distill import dist_info
+
+    base = teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
+                                 magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens)
+    return round_resampler(base, cfg, student, cfg.seed, dist_info()[1])
+
+
+def round_resampler(base: TeacherData, cfg, student: Model, seed: int, world: int = 1):
+    """The resample(step) of `resampler` over a set already made (the benchmarks' continued students); its
+    .stats count the rounds, the student's replies and the seconds spent writing them (for the manifest)."""
+    tokens = cfg.resample_every * cfg.micro_batch * cfg.grad_accum * world * cfg.seq_len
+
+    def resample(step: int):
+        t = time.perf_counter()
+        now = student
+        if next(student.module.parameters()).device.type != "cpu":
+            now = replace(student, module=copy.deepcopy(student.module).cpu())
+        data = on_policy(round_subset(base, tokens, seed + step), cfg, now, seed + step)
+        stats = resample.stats
+        stats["rounds"] += 1
+        stats["student_replies"] += data.student_replies
+        stats["seconds"] = round(stats["seconds"] + time.perf_counter() - t, 1)
+        return data.packed(cfg.seq_len)
+
+    resample.stats = {"rounds": 0, "student_replies": 0, "seconds": 0.0}
+    return resample
 
 
 def with_student_replies(data: TeacherData, student: Model, share: float, seed: int, reply_tokens: int,
                          progress=None, greedy: bool = False) -> TeacherData:
     """On-policy data, GKD-style: round(share * n) of the replies re-sampled from the student (temperature 1,
-    seeded), which the teacher's logits then score in training. Sampled once, from the student as it is before
-    training (the converters cannot run an engine mid-training), and never cached: the student changes.
+    seeded), which the teacher's logits then score in training. Sampled from the student as it is now (before
+    training; again every cfg.resample_every steps through `resampler`), never cached: the student changes.
     greedy: the student's greedy replies instead (loops are a failure of greedy decoding), the tokens that carry
     a looping reply's repeats marked to avoid (TeacherData.avoid, for unlikelihood)."""
     from edgechat.app.chat import Chat

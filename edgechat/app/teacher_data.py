@@ -56,11 +56,14 @@ class TeacherData:
         if not keep:
             raise EdgechatError(f"every one of the {len(self.conversations)} teacher-written replies loops: nothing is "
                                 "left to train on without them (leave --drop-looping off)")
+        return replace(self.subset(keep), dropped_looping=self.dropped_looping + len(self.conversations) - len(keep))
+
+    def subset(self, keep: list[int]) -> TeacherData:
+        """These conversations of the set, in this order."""
         pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
         return replace(self, conversations=pick(self.conversations), sources=pick(self.sources),
                        sequences=pick(self.sequences), masks=pick(self.masks),
-                       avoid=pick(self.avoid) if self.avoid is not None else None,
-                       dropped_looping=self.dropped_looping + len(self.conversations) - len(keep))
+                       avoid=pick(self.avoid) if self.avoid is not None else None)
 
     def record(self) -> dict:
         """What the manifest keeps: where the set is, its hash, and what made it."""
@@ -243,6 +246,11 @@ def check_config(cfg) -> None:
     """A DistillConfig's teacher-data options, checked before any model work."""
     if cfg.alpha_ul < 0:
         raise EdgechatError(f"--alpha-ul must be at least 0, got {cfg.alpha_ul}")
+    if cfg.resample_every < 0:
+        raise EdgechatError(f"--resample-every must be at least 0 steps, got {cfg.resample_every}")
+    if cfg.resample_every and not (cfg.teacher_data and cfg.student_share):
+        raise EdgechatError("--resample-every needs --teacher-data and --student-share: it samples the student's "
+                            "share of the replies again as it trains")
     if cfg.alpha_ul and not (cfg.teacher_data and cfg.student_share):
         raise EdgechatError("--alpha-ul needs --teacher-data and --student-share: it pushes down the repeats in the "
                             "student's own greedy replies")

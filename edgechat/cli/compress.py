@@ -34,6 +34,9 @@ TEACHER_DATA_OPTIONS = [
                  "itself from its chat template's user prefix (Magpie) [default: 0.25]."),
     click.option("--student-share", type=float, help="With --teacher-data: the share of replies sampled from the "
                  "student (before training) instead, scored by the teacher's logits (on-policy, GKD-style) [default: 0]."),
+    click.option("--resample-every", type=int, help="With --student-share: sample the student's replies again every "
+                 "N steps, from the student as it trains (other conversations each time; each round adds the "
+                 "student's generation time to the steps') [default: 0: once, before training]."),
     click.option("--alpha-ul", type=float, help="With --student-share: the student's replies are its greedy ones, "
                  "and the tokens that carry a looping reply's repeats are pushed down (unlikelihood, this weight) "
                  "instead of matched to the teacher, who would continue the loop too [default: 0]."),
@@ -50,13 +53,10 @@ def teacher_data_options(fn):
     return fn
 
 
-def apply_teacher_data(cfg, teacher_data=None, prompts=None, magpie_share=None, student_share=None, alpha_ul=None,
-                       drop_looping=None, precision=None) -> None:
-    """The --teacher-data / --prompts / --magpie-share / --student-share / --alpha-ul / --drop-looping /
-    --precision values over a DistillConfig (a flag left off keeps the recipe's value)."""
-    for key, value in (("teacher_data", teacher_data), ("prompts", prompts), ("magpie_share", magpie_share),
-                       ("student_share", student_share), ("alpha_ul", alpha_ul), ("drop_looping", drop_looping),
-                       ("precision", precision)):
+def apply_teacher_data(cfg, **values) -> None:
+    """The TEACHER_DATA_OPTIONS' values (--teacher-data, --student-share, ..., --precision) over a DistillConfig
+    (a flag left off keeps the recipe's value)."""
+    for key, value in values.items():
         if value is not None:
             setattr(cfg, key, value)
 
@@ -135,8 +135,11 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
         cfg.steps = plan_budget(t_model, cfg, budget_minutes, student=s_model).steps
     with Steps(enabled=rank == 0) as steps_ui:
         dataset = distill_dataset(t_model, cfg, steps_ui, rank, world, student=s_model)
-        run_distill(t_model, s_model, cfg, progress=steps_ui,
-                    dataset=dataset.packed(cfg.seq_len) if dataset else None)
+        from edgechat.app.distill_data import resampler
+
+        resample = resampler(t_model, cfg, s_model)
+        run_distill(t_model, s_model, cfg, progress=steps_ui, dataset=dataset.packed(cfg.seq_len) if dataset else None,
+                    resample=resample)
     if rank == 0:
         with staging(out_dir) as tmp:
             write_hf(s_model, tmp)
@@ -144,6 +147,7 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
             precision = train_precision(cfg, hidden_size=s_model.config.hidden_size)
             log_path.write_text(json.dumps({"world_size": world, "config": config_dict(cfg), "precision": precision,
                                             "teacher_data": dataset.record() if dataset else None,
+                                            "resampled": resample.stats if resample else None,
                                             "log": [list(x) for x in cfg.log]}, indent=1) + "\n")
     if world > 1:
         import torch

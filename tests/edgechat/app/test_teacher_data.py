@@ -16,12 +16,6 @@ from edgechat.core.sources import load_model
 from runtimes.torch_engine import TorchEngine
 
 
-@pytest.fixture(scope="module")
-def stories_data(stories_model, tmp_path_factory):
-    return teacher_conversations(stories_model, n=8, seed=0, magpie_share=0.25, reply_tokens=32,
-                                 cache=tmp_path_factory.mktemp("teacher-data"))
-
-
 def test_replies_are_the_teachers_greedy_replies(stories_model, stories_data):
     """llama.cpp on an F32 GGUF of the teacher answers each prompt as the torch teacher does through Chat."""
     assert stories_data.sources == ["chitchat"] * 6 + ["magpie"] * 2

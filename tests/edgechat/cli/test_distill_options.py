@@ -41,6 +41,21 @@ def test_convert_on_teacher_data_records_hash_and_precision(stories_dir, tmp_pat
     assert td["conversations"] == len(kept) and td["prompt_sources"] == {s: kept.count(s) for s in set(kept)}
 
 
+def test_student_replies_sampled_again_as_it_trains(stories_dir, tmp_path):
+    """--resample-every 2 over 4 steps: two rounds (steps 0 and 2), each with half of its conversations'
+    replies the student's; the manifest counts them."""
+    out = tmp_path / "out"
+    proc = edgechat("convert", str(stories_dir), "-o", str(out), "--quant", "f32", "--no-eval", "--prune-ffn", "0.5",
+                    "--distill-steps", "4", "--teacher-data", "12", "--student-share", "0.5", "--resample-every", "2",
+                    "--precision", "fp32", cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads((out / "edgechat.json").read_text())["compression"]["distill"]
+    assert d["config"]["resample_every"] == 2 and d["config"]["student_share"] == 0.5
+    assert d["teacher_data"]["student_replies"] == 0  # none sampled before training: the rounds do it
+    r = d["resampled"]
+    assert r["rounds"] == 2 and 2 <= r["student_replies"] <= 12 and r["seconds"] > 0
+
+
 def test_bad_magpie_share_refused_before_model_work(stories_dir, tmp_path):
     proc = edgechat("convert", str(stories_dir), "-o", str(tmp_path / "out"), "--prune-ffn", "0.5", "--distill-steps",
                     "4", "--teacher-data", "12", "--magpie-share", "2", cache=tmp_path / "cache")
@@ -57,6 +72,7 @@ def test_help_explains_the_options():
         assert "--precision [auto|fp32|bf16]" in text and "AVX512-BF16/AMX" in text
         assert "--drop-looping With --teacher-data: leave out the conversations whose reply loops" in text
         assert "--alpha-ul FLOAT With --student-share: the student's replies are its greedy ones" in text
+        assert "--resample-every INTEGER With --student-share: sample the student's replies again every N steps" in text
     assert "--loss-chunk INTEGER" in " ".join(run_cli("distill", "--help", check=True).stdout.split())
 
 
@@ -79,8 +95,12 @@ def test_bad_recipe_values_refused_before_model_work(stories_dir, tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-def test_alpha_ul_flag_checked_before_model_work(stories_dir, tmp_path):
+def test_alpha_ul_and_resample_flags_checked_before_model_work(stories_dir, tmp_path):
     for flags, message in ((["--alpha-ul", "-1"], "--alpha-ul must be at least 0, got -1.0"),
+                           (["--resample-every", "-2"], "--resample-every must be at least 0 steps, got -2"),
+                           (["--resample-every", "5", "--teacher-data", "8"],
+                            "--resample-every needs --teacher-data and --student-share: it samples the student's "
+                            "share of the replies again as it trains"),
                            (["--alpha-ul", "1", "--teacher-data", "8"],
                             "--alpha-ul needs --teacher-data and --student-share: it pushes down the repeats in the "
                             "student's own greedy replies")):
