@@ -90,6 +90,8 @@ def main():
     ap.add_argument("--students", default="d85*", help="comma list of globs of cached student folders in "
                                                       "benchmarks/.cache/students")
     ap.add_argument("--name", default="bench_loops")
+    ap.add_argument("--strip", default="-teacher-60min-6400conv-magpie0.4",
+                    help="the part of the students' names they share, left out of the table")
     ap.add_argument("--penalties", default="", help="comma list of FREQUENCY:PRESENCE penalty pairs to answer "
                                                    "under too, e.g. 0.5:0,0:0.5")
     ap.add_argument("--no-probs", action="store_true", help="skip the fp32 repeat-token probabilities")
@@ -140,7 +142,7 @@ def main():
                            "student_p_median": statistics.median(o[1] for o in onsets) if onsets else None}
         res[k] = r
         rep, on = r.get("repeats", {}), r.get("onsets", {})
-        rows.append([k.replace("-teacher-60min-6400conv-magpie0.4", ""), r.get("ppl_ratio", 1.0), f"{r['loops_six']} of 6",
+        rows.append([k.replace(args.strip, ""), r.get("ppl_ratio", 1.0), f"{r['loops_six']} of 6",
                      f"{r['loops_all']} of {len(said)}", rep.get("tokens", ""), rep.get("teacher_p_median", ""),
                      rep.get("student_p_median", ""),
                      f"{on['teacher_greedy']} of {on['n']}; {on['teacher_p_median']:.3f} / {on['student_p_median']:.3f}"
@@ -159,7 +161,7 @@ def main():
           "NLL: the median over the 81 answers of the fp32 teacher's mean negative log-likelihood of the reply's "
           "tokens (loops score low, word salad high). "
           "\"F:P\": the same greedy answers under frequency penalty F and presence penalty P. "
-          "Student names without the common \"-teacher-60min-6400conv-magpie0.4\".\n\n"
+          f"Student names without the common \"{args.strip}\".\n\n"
           + md_table(["model", "PPL x teacher (teacher chats)", "loops, the six", "loops, all",
                       "repeat tokens", "teacher p (median)", "student p (median)",
                       "onsets: teacher's choice; teacher / student p", "Paris", "NLL"]
