@@ -7,6 +7,7 @@ checkpoint/resume, and torch.distributed DDP (gloo on CPU, nccl on GPUs) with th
 for the same global batch."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -245,7 +246,7 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
             with torch.no_grad(), autocast():
                 t_hidden = teacher.module(tokens, hidden=True)
             sync = a == cfg.grad_accum - 1 or world == 1
-            ctx = model.no_sync() if (world > 1 and not sync) else _null()
+            ctx = model.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
             with ctx, autocast():
                 s_hidden = model(tokens, hidden=True)
                 args = (s_hidden[sel], t_hidden[sel], module.lm_head, teacher.module.lm_head, targets[sel],
@@ -290,14 +291,6 @@ def save_checkpoint(path: Path, module, opt, step: int, log: list) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def config_dict(cfg: DistillConfig) -> dict:
