@@ -91,7 +91,8 @@ def main():
                                                       "benchmarks/.cache/students")
     ap.add_argument("--name", default="bench_loops")
     ap.add_argument("--strip", default="-teacher-60min-6400conv-magpie0.4",
-                    help="the part of the students' names they share, left out of the table")
+                    help="the part of the students' names they share, left out of the table (it starts with a dash: "
+                         "give it as --strip=-teacher-...)")
     ap.add_argument("--penalties", default="", help="comma list of FREQUENCY:PRESENCE penalty pairs to answer "
                                                    "under too, e.g. 0.5:0,0:0.5")
     ap.add_argument("--no-probs", action="store_true", help="skip the fp32 repeat-token probabilities")
