@@ -4,10 +4,7 @@ on the conversations that round reads."""
 import torch
 
 from converters.distill import DistillConfig, distill
-from edgechat.app.chat import Chat
-from edgechat.app.distill_data import round_resampler, round_subset
-from edgechat.app.teacher_data import assistant_mask
-from runtimes.torch_engine import TorchEngine
+from edgechat.app.distill_data import round_resampler, round_subset, with_student_replies
 from tests.converters.test_distill import pruned_student
 
 
@@ -47,19 +44,16 @@ def test_each_round_reads_the_student_as_it_is_then(stories_model, stories_data)
     after = resample(0)
     assert not torch.equal(first.tokens, after.tokens)
     assert after.student.any() and torch.equal(after.student, after.mask)  # share 1: every reply the student's
-    # the round's replies are the student's greedy ones now, on the conversations round_subset picked
+    # the round's replies are the student's greedy ones now (on the same engine as with_student_replies, which
+    # test_teacher_data checks against Chat), on the conversations round_subset picked
     need = cfg.resample_every * cfg.micro_batch * cfg.seq_len
     picked = round_subset(stories_data, need, 0)
     assert sum(map(len, picked.sequences)) >= min(need * 1.1, sum(map(len, stories_data.sequences)))
-    chat = Chat(TorchEngine(student), temperature=0.0, max_tokens=cfg.reply_tokens)
-    fmt = student.chat_format()
-    ids = []
-    for convo in picked.conversations:
-        chat.reset()
-        reply = chat.send(convo[0]["content"]).text
-        ids += assistant_mask(fmt, [convo[0], {"role": "assistant", "content": reply}])[0]
-    n = len(ids) // cfg.seq_len
-    assert torch.equal(after.tokens, torch.tensor(ids[: n * cfg.seq_len]).view(n, cfg.seq_len))
+    now = with_student_replies(picked, student, 1.0, seed=0, reply_tokens=cfg.reply_tokens, greedy=True)
+    assert torch.equal(after.tokens, now.packed(cfg.seq_len).tokens)
+    before = with_student_replies(picked, pruned_student(stories_model), 1.0, seed=0, reply_tokens=cfg.reply_tokens,
+                                  greedy=True)
+    assert torch.equal(first.tokens, before.packed(cfg.seq_len).tokens)
     assert resample.stats["rounds"] == 3 and resample.stats["student_replies"] == 3 * len(picked.conversations)
 
 
