@@ -58,11 +58,10 @@ def tune(source, out_dir, target, max_mib, min_decode_tok_s, max_kld, fmt, quant
 
     Candidates: SOURCE at each quant scheme and --bpw plan of one --format, and pruned + distilled students
     (blocks removed by measured loss, widths by activation importance) at the ratios the --budget-minutes can
-    recover. Each is
-    measured against SOURCE (mean KLD, perplexity ratio, share of held-out prompts answered exactly as SOURCE
-    answers greedily) and for speed (here, and the planner's estimate for --target). The frontier
-    (frontier.md, frontier.png) marks the dominated candidates; the chosen one is written to OUTPUT. When
-    none meets the constraint, the closest is named with its miss and the exit code is 1."""
+    recover. Each is measured against SOURCE (mean KLD, perplexity ratio, share of held-out prompts answered
+    exactly as SOURCE answers greedily) and for speed (here, and the planner's estimate for --target). The
+    frontier (frontier.md, frontier.png) marks the dominated candidates; the chosen one is written to OUTPUT.
+    When none meets the constraint, the closest is named with its miss and the exit code is 1."""
     from edgechat.app.frontier import show
     from edgechat.app.tune import TuneOptions, tune as run_tune
     from edgechat.reports.progress import Steps
