@@ -90,14 +90,14 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
     seed = 1 + args.after.name.count("+")
     resample_for = None
     if args.student_share:
-        from edgechat.app.distill_data import on_policy, round_resampler
+        from edgechat.app.distill_data import on_policy, resampler
         from edgechat.reports.progress import Steps
 
         opts = distill_config(alpha_ul=args.alpha_ul, resample_every=args.resample_every)
         opts.student_share, opts.reply_tokens = args.student_share, chats.options.get("reply_tokens", 128)
         if args.resample_every:  # from the student in training, each round on the conversations it reads
             def rounds(s):
-                rec["resampled"] = (fn := round_resampler(chats, opts, s, seed)).stats  # filled in as it trains
+                rec["resampled"] = (fn := resampler(chats, opts, s, seed)).stats  # filled in as it trains
                 return fn
 
             resample_for = rounds

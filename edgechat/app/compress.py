@@ -70,7 +70,7 @@ def compress(teacher: Model, recipe: Recipe, data, steps, n_ctx: int = 512) -> t
             from edgechat.app.distill_data import for_config, resampler
 
             dataset = for_config(teacher, cfg, progress=steps, student=student)
-            resample = resampler(teacher, cfg, student)
+            resample = resampler(dataset, cfg, student)
         distill(teacher, student, cfg, progress=steps, dataset=dataset.packed(cfg.seq_len) if dataset else None,
                 resample=resample)
         precision = train_precision(cfg, hidden_size=student.config.hidden_size)

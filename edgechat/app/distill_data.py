@@ -52,23 +52,19 @@ def round_subset(data: TeacherData, tokens: int, seed: int) -> TeacherData:
     return data.subset(sorted(keep))
 
 
-def resampler(teacher: Model, cfg, student: Model, gguf_path: str | Path | None = None):
-    """converters.distill's `resample` for cfg.resample_every: at step S, the conversations the next
-    cfg.resample_every steps read (round_subset, seed cfg.seed + S), cfg.student_share of their replies sampled
-    from the student as it is then; None when the config samples once. The student's weights are read on the CPU
-    (a copy when it trains on a GPU)."""
-    if not (cfg.teacher_data and cfg.student_share and cfg.resample_every):
+def resampler(data: TeacherData, cfg, student: Model, seed: int | None = None, world: int | None = None):
+    """converters.distill's `resample` for cfg.resample_every over `data` (for_config's set, or a set the caller
+    made): at step S, the conversations the next cfg.resample_every steps read (round_subset, seed + S, seed
+    default cfg.seed), cfg.student_share of their replies sampled from the student as it is then; None when the
+    config samples once. The student's weights are read on the CPU (a copy when it trains on a GPU). Its .stats
+    count the rounds, the student's replies and the seconds spent writing them (for the manifest)."""
+    if not (cfg.student_share and cfg.resample_every):
         return None
-    from converters.distill import dist_info
+    if world is None:
+        from converters.distill import dist_info
 
-    base = teacher_conversations(teacher, gguf_path, n=cfg.teacher_data, seed=cfg.seed, prompts=cfg.prompts,
-                                 magpie_share=cfg.magpie_share, reply_tokens=cfg.reply_tokens)
-    return round_resampler(base, cfg, student, cfg.seed, dist_info()[1])
-
-
-def round_resampler(base: TeacherData, cfg, student: Model, seed: int, world: int = 1):
-    """The resample(step) of `resampler` over a set already made (the benchmarks' continued students); its
-    .stats count the rounds, the student's replies and the seconds spent writing them (for the manifest)."""
+        world = dist_info()[1]
+    seed = cfg.seed if seed is None else seed
     tokens = cfg.resample_every * cfg.micro_batch * cfg.grad_accum * world * cfg.seq_len
 
     def resample(step: int):
@@ -76,12 +72,12 @@ def round_resampler(base: TeacherData, cfg, student: Model, seed: int, world: in
         now = student
         if next(student.module.parameters()).device.type != "cpu":
             now = replace(student, module=copy.deepcopy(student.module).cpu())
-        data = on_policy(round_subset(base, tokens, seed + step), cfg, now, seed + step)
+        round_data = on_policy(round_subset(data, tokens, seed + step), cfg, now, seed + step)
         stats = resample.stats
         stats["rounds"] += 1
-        stats["student_replies"] += data.student_replies
+        stats["student_replies"] += round_data.student_replies
         stats["seconds"] = round(stats["seconds"] + time.perf_counter() - t, 1)
-        return data.packed(cfg.seq_len)
+        return round_data.packed(cfg.seq_len)
 
     resample.stats = {"rounds": 0, "student_replies": 0, "seconds": 0.0}
     return resample

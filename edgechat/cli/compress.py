@@ -137,7 +137,7 @@ def distill(teacher, student, out_dir, steps, budget_minutes, micro_batch, grad_
         dataset = distill_dataset(t_model, cfg, steps_ui, rank, world, student=s_model)
         from edgechat.app.distill_data import resampler
 
-        resample = resampler(t_model, cfg, s_model)
+        resample = resampler(dataset, cfg, s_model) if dataset else None
         run_distill(t_model, s_model, cfg, progress=steps_ui, dataset=dataset.packed(cfg.seq_len) if dataset else None,
                     resample=resample)
     if rank == 0:

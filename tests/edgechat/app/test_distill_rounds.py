@@ -4,7 +4,7 @@ on the conversations that round reads."""
 import torch
 
 from converters.distill import DistillConfig, distill
-from edgechat.app.distill_data import round_resampler, round_subset, with_student_replies
+from edgechat.app.distill_data import resampler, round_subset, with_student_replies
 from tests.converters.test_distill import pruned_student
 
 
@@ -36,7 +36,7 @@ def test_distill_asks_for_data_at_the_start_and_every_n_steps(stories_model, sto
 def test_each_round_reads_the_student_as_it_is_then(stories_model, stories_data):
     student = pruned_student(stories_model)
     cfg = rounds_config(resample_every=2)
-    resample = round_resampler(stories_data, cfg, student, seed=0)
+    resample = resampler(stories_data, cfg, student, seed=0)
     first, again = resample(0), resample(0)
     assert torch.equal(first.tokens, again.tokens)  # seeded: every rank gets the same data
     with torch.no_grad():
