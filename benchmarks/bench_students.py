@@ -146,12 +146,18 @@ def main():
     dropped = f", those whose reply loops left out ({max(n_drop)})" if args.drop_looping and n_drop else ""
     if args.student_share:
         own = next(r["teacher_data"] for r in recs.values() if "teacher_data" in r)
-        dropped += (f"; {own['student_replies']} of them ({args.student_share:.0%}) answered by the student itself "
-                    f"before training instead ({'greedy' if args.alpha_ul else 'sampled at T=1'}"
-                    + (f"; sampled again, other conversations, every {args.resample_every} steps from the student "
-                       "as it trains" if args.resample_every else "") + "), the teacher's "
-                    "KL on them and no cross-entropy" + (f"; the {own['avoid_tokens']} tokens that carry the repeats "
-                    f"of its looping replies get {args.alpha_ul:g} x unlikelihood instead" if args.alpha_ul else ""))
+        rs = next((r["resampled"] for r in recs.values() if r.get("resampled")), None)
+        if rs:  # re-sampled rounds: none of the replies are the student's before training
+            dropped += (f"; {args.student_share:.0%} of the replies of each round's conversations written by the "
+                        f"student as it trains (sampled at T=1, again every {args.resample_every} steps: "
+                        f"{rs['rounds']} rounds, {rs['student_replies']} replies, {rs['seconds']:.0f} s), the "
+                        "teacher's KL on them and no cross-entropy")
+        else:
+            dropped += (f"; {own['student_replies']} of them ({args.student_share:.0%}) answered by the student "
+                        f"itself before training instead ({'greedy' if args.alpha_ul else 'sampled at T=1'}), the "
+                        "teacher's KL on them and no cross-entropy" + (f"; the {own['avoid_tokens']} tokens that "
+                        f"carry the repeats of its looping replies get {args.alpha_ul:g} x unlikelihood instead"
+                        if args.alpha_ul else ""))
     budget = (f"{args.steps} steps (fixed) on {THREADS} threads per student" if args.steps else
               f"{args.minutes:g} min of quiet steps on {THREADS} threads per student (the step timed on the student "
               "first)")
