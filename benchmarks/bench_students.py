@@ -58,6 +58,8 @@ def main():
                                               "worth (to compare recipes at equal steps)")
     ap.add_argument("--resample-every", type=int, default=0, help="--student-share only: sample the student's "
                     "replies again every N steps from the student as it trains (0: once, before training)")
+    ap.add_argument("--divergence", choices=("forward", "reverse"), default="forward", help="--after only: "
+                    "KL(teacher || student) or KL(student || teacher) (GKD's mode-seeking choice)")
     ap.add_argument("--drop-looping", action="store_true",
                     help="leave the teacher-written conversations whose reply loops out of the training set")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
@@ -166,7 +168,8 @@ def main():
     md = (f"Teacher: SmolLM2-135M-Instruct (embedded GGUF, dequantized to fp32): {t_tok:.1f} decode tok/s at "
           f"Q4_K_M; perplexity {base['teacher chats']['ppl']:.3f} on {HELD_OUT} held-out teacher-answered chats, "
           f"{base['DailyDialog']['ppl']:.2f} on {args.dialogues} DailyDialog test dialogues. Distillation: "
-          f"{budget}, sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, KL at "
+          f"{budget}, sequences of {recipe.seq_len} tokens, {recipe.micro_batch} per step, "
+          f"{'reverse KL (student || teacher)' if args.divergence == 'reverse' else 'KL'} at "
           f"T={recipe.temperature:g}{ce_text} on the assistant's tokens (teacher data) or every token "
           f"(chit-chat), AdamW lr {args.lr:g}, precision {recipe.precision} (bf16 autocast where the CPU has "
           f"it). Teacher data: {td['n']} conversations ({td['magpie_share']:.0%} Magpie prompts), replies greedy "

@@ -28,11 +28,12 @@ STUDENTS = {"w70": ("width", 0.70), "w50": ("width", 0.50), "d50": ("depth", 0.5
 
 
 def distill_config(steps: int = 0, device: str = "cpu", lr: float = DEFAULT_LR, seed: int = 0, alpha_ce: float = 0.0,
-                   alpha_ul: float = 0.0, resample_every: int = 0):
+                   alpha_ul: float = 0.0, resample_every: int = 0, divergence: str = "forward"):
     from converters.distill import DistillConfig
 
     return DistillConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), micro_batch=4, seq_len=256,
-                         seed=seed, device=device, alpha_ce=alpha_ce, alpha_ul=alpha_ul, resample_every=resample_every)
+                         seed=seed, device=device, alpha_ce=alpha_ce, alpha_ul=alpha_ul, resample_every=resample_every,
+                         divergence=divergence)
 
 
 def timed_steps(teacher, student, cfg, probe_steps: int = 6) -> float:
@@ -51,12 +52,13 @@ def timed_steps(teacher, student, cfg, probe_steps: int = 6) -> float:
 
 def distill_for(teacher, pruned, minutes: float, label: str, dataset=None, seed: int = 0, alpha_ce: float = 0.0,
                 lr: float = DEFAULT_LR, alpha_ul: float = 0.0, steps: int | None = None, resample_every: int = 0,
-                resample_for=None):
+                resample_for=None, divergence: str = "forward"):
     """A copy of `pruned` distilled for the steps that `minutes` of quiet wall time on this machine allow (the
     step timed on the student first, so load later only stretches the wall time); `seed` orders the data;
     alpha_ce weighs cross-entropy on the data's tokens next to the KL, alpha_ul unlikelihood on the tokens the
     dataset marks to avoid; steps: exactly this many instead (no probe); resample_for(student) -> converters.distill's
-    `resample` for the copy being trained, called every resample_every steps. Returns (student, record)."""
+    `resample` for the copy being trained, called every resample_every steps; divergence: forward or reverse KL.
+    Returns (student, record)."""
     from converters.distill import distill
 
     student = copy.deepcopy(pruned)
@@ -66,7 +68,8 @@ def distill_for(teacher, pruned, minutes: float, label: str, dataset=None, seed:
         step_s = timed_steps(teacher, student, distill_config(alpha_ce=alpha_ce))
         steps = max(10, int(minutes * 60 / step_s))
         print(f"[{label}] {step_s:.2f} s/step -> {steps} steps in {minutes:g} min", file=sys.stderr)
-    cfg = distill_config(steps, lr=lr, seed=seed, alpha_ce=alpha_ce, alpha_ul=alpha_ul, resample_every=resample_every)
+    cfg = distill_config(steps, lr=lr, seed=seed, alpha_ce=alpha_ce, alpha_ul=alpha_ul, resample_every=resample_every,
+                         divergence=divergence)
     t = time.perf_counter()
     distill(teacher, student, cfg, dataset=dataset, resample=resample_for(student) if resample_for else None)
     return student, {"step_s_probe": step_s and round(step_s, 3), "probe_quiet": quiet, "ran_on": "cpu",
@@ -78,7 +81,7 @@ def distill_for(teacher, pruned, minutes: float, label: str, dataset=None, seed:
 def recipe_record(cfg) -> dict:
     return {"steps": cfg.steps, "tokens_seen": cfg.steps * cfg.micro_batch * cfg.seq_len, "lr": cfg.lr,
             "seq_len": cfg.seq_len, "micro_batch": cfg.micro_batch, "seed": cfg.seed, "alpha_ce": cfg.alpha_ce,
-            "alpha_ul": cfg.alpha_ul, "resample_every": cfg.resample_every}
+            "alpha_ul": cfg.alpha_ul, "resample_every": cfg.resample_every, "divergence": cfg.divergence}
 
 
 def importance(teacher, calib_seqs: int):

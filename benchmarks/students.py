@@ -107,7 +107,8 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
     student, rec["distill"] = distill_for(teacher, start, args.minutes, f"{key} after {args.after.name}",
                                           chats.packed(distill_config().seq_len), seed=seed,
                                           alpha_ce=args.alpha_ce, lr=args.lr, alpha_ul=args.alpha_ul, steps=args.steps,
-                                          resample_every=args.resample_every, resample_for=resample_for)
+                                          resample_every=args.resample_every, resample_for=resample_for,
+                                          divergence=args.divergence)
     return key, finish_student(student, teacher, rec, evals, home, key)
 
 
@@ -126,12 +127,13 @@ def finish_student(student, teacher, rec: dict, evals, home: Path, key: str) -> 
 
 def recipe_suffix(args) -> str:
     """Cache names of students trained with another peak learning rate, with cross-entropy next to the KL or
-    without the looping teacher replies, with the student's own replies and unlikelihood (older names: DEFAULT_LR,
+    without the looping teacher replies, with the student's own replies and unlikelihood, reverse KL (older names: DEFAULT_LR,
     KL only, every reply, none of the student's)."""
     return ((f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (f"-ce{args.alpha_ce:g}" if args.alpha_ce else "")
             + ("-noloops" if args.drop_looping else "") + (f"-own{args.student_share:g}" if args.student_share else "")
             + (f"-ul{args.alpha_ul:g}" if args.alpha_ul else "") + (f"-every{args.resample_every}" if args.resample_every
-                                                                     else ""))
+                                                                     else "")
+            + ("-reverse" if args.divergence == "reverse" else ""))
 
 
 def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:

@@ -32,6 +32,7 @@ class DistillConfig:
     grad_accum: int = 1
     seq_len: int = 256
     temperature: float = 1.0
+    divergence: str = "forward"  # KL(teacher || student) | "reverse": KL(student || teacher) (GKD's on-policy pick)
     alpha_ce: float = 0.0  # weight of next-token cross-entropy on the data
     alpha_ul: float = 0.0  # weight of unlikelihood on the tokens the data marks to avoid (Packed.avoid), there
     # instead of the KL: the repeats in the student's own looping replies (needs student_share)
@@ -252,9 +253,9 @@ def distill(teacher: Model, student: Model, cfg: DistillConfig, progress=None, o
                 args = (s_hidden[sel], t_hidden[sel], module.lm_head, teacher.module.lm_head, targets[sel],
                         cfg.temperature, cfg.alpha_ce)
                 if cfg.loss_chunk:
-                    loss, kl = chunked_loss(*args, chunk=cfg.loss_chunk, dtype=torch.bfloat16 if bf16 else torch.float32)
+                    loss, kl = chunked_loss(*args, cfg.loss_chunk, torch.bfloat16 if bf16 else torch.float32, cfg.divergence)
                 else:
-                    loss, kl = reference_loss(*args)
+                    loss, kl = reference_loss(*args, divergence=cfg.divergence)
                 if ul is not None and ul.any():
                     loss = loss + cfg.alpha_ul * unlikelihood(module.lm_head(s_hidden[ul]), avoided)
                 if cfg.beta_hidden:

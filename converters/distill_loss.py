@@ -1,5 +1,5 @@
-"""The distillation losses over the positions that count: KL divergence of temperature-softened logits, optionally
-mixed with next-token cross-entropy, either on whole-batch logits (the reference) or fused with the final
+"""The distillation losses over the positions that count: KL divergence of temperature-softened logits (forward,
+KL(teacher || student), or reverse, KL(student || teacher): GKD's mode-seeking choice), optionally mixed with next-token cross-entropy, either on whole-batch logits (the reference) or fused with the final
 projection and computed chunk by chunk over positions, so that the [positions, vocab] logits of teacher and
 student (49,152 wide for SmolLM2) exist one chunk at a time instead of for the whole batch, in fp32."""
 from __future__ import annotations
@@ -7,12 +7,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from edgechat.core.errors import EdgechatError
 
-def kd_loss(s_logits, t_logits, temperature: float) -> torch.Tensor:
-    """Mean over positions of T^2 * KL(teacher || student) of the softened distributions."""
+DIVERGENCES = ("forward", "reverse")  # KL(teacher || student) | KL(student || teacher)
+
+
+def check_divergence(divergence: str) -> None:
+    if divergence not in DIVERGENCES:
+        raise EdgechatError(f"unknown divergence {divergence!r}: use {' or '.join(DIVERGENCES)}")
+
+
+def kd_loss(s_logits, t_logits, temperature: float, divergence: str = "forward") -> torch.Tensor:
+    """Mean over positions of T^2 * KL(teacher || student) of the softened distributions, or with
+    divergence="reverse" T^2 * KL(student || teacher)."""
+    check_divergence(divergence)
     t = temperature
     log_p_t = F.log_softmax(t_logits.float() / t, dim=-1)
     log_p_s = F.log_softmax(s_logits.float() / t, dim=-1)
+    if divergence == "reverse":
+        return (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1).mean() * t * t
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean() * t * t
 
 
@@ -25,11 +38,12 @@ def unlikelihood(logits, tokens) -> torch.Tensor:
     return (logits.logsumexp(-1) - others.logsumexp(-1)).mean()
 
 
-def reference_loss(s_hidden, t_hidden, s_head, t_head, targets, temperature: float, alpha_ce: float):
+def reference_loss(s_hidden, t_hidden, s_head, t_head, targets, temperature: float, alpha_ce: float,
+                   divergence: str = "forward"):
     """Whole-batch logits (the fp32 trainer): hidden [N, D] at the chosen positions; targets [N], -1 where the
     next token is unknown (no cross-entropy there). Returns (loss, kl)."""
     s_logits, t_logits = s_head(s_hidden), t_head(t_hidden)
-    kl = kd_loss(s_logits, t_logits, temperature)
+    kl = kd_loss(s_logits, t_logits, temperature, divergence)
     loss = kl
     ok = targets >= 0
     if alpha_ce and ok.any():  # none: every position's next token is unknown or the student's own
@@ -46,12 +60,13 @@ def _log_softmax(logits, t: float) -> torch.Tensor:
 
 class FusedHeadKD(torch.autograd.Function):
     """The student's head + the loss, chunk by chunk over positions, with the gradient worked out in the forward
-    pass (d loss / d logits = T (p_s - p_t) + alpha (softmax(s) - onehot), over the counted positions): backward
+    pass (d loss / d logits = T (p_s - p_t) + alpha (softmax(s) - onehot), over the counted positions; reverse KL:
+T p_s (log p_s - log p_t - KL) in place of T (p_s - p_t)): backward
     only scales the stored gradients, so no chunk's logits are kept or recomputed. The matmuls run in `dtype`
     (bf16 when training in bf16), the softmaxes and sums in fp32."""
 
     @staticmethod
-    def forward(ctx, h_s, w_s, h_t, w_t, targets, temperature, alpha_ce, chunk, dtype):
+    def forward(ctx, h_s, w_s, h_t, w_t, targets, temperature, alpha_ce, chunk, dtype, reverse):
         with torch.autocast(h_s.device.type, enabled=False):
             n, t = h_s.shape[0], temperature
             n_ce = max(1, int((targets >= 0).sum())) if alpha_ce else 1
@@ -65,7 +80,6 @@ class FusedHeadKD(torch.autograd.Function):
                 s = hs @ ws.T
                 with torch.no_grad():
                     log_pt = _log_softmax(h_t[i:i + chunk].to(dtype) @ wt.T, t)
-                p_t = log_pt.exp()
                 log_ps = _log_softmax(s, t)
                 if alpha_ce:
                     tgt = targets[i:i + chunk]
@@ -73,8 +87,15 @@ class FusedHeadKD(torch.autograd.Function):
                     log_p1 = log_ps if t == 1 else _log_softmax(s, 1)
                     ce_sum -= log_p1[rows, tgt[rows]].sum()
                     p1_rows = log_p1[rows].exp()  # a copy: log_ps is overwritten below
-                kl_sum += log_pt.sub_(log_ps).mul_(p_t).sum()
-                g = log_ps.exp_().sub_(p_t).mul_(t / n)
+                if reverse:  # log_pt becomes log p_s - log p_t, log_ps p_s
+                    diff, p_s = log_pt.neg_().add_(log_ps), log_ps.exp_()
+                    kl_rows = (p_s * diff).sum(-1, keepdim=True)
+                    kl_sum += kl_rows.sum()
+                    g = diff.sub_(kl_rows).mul_(p_s).mul_(t / n)
+                else:
+                    p_t = log_pt.exp()
+                    kl_sum += log_pt.sub_(log_ps).mul_(p_t).sum()
+                    g = log_ps.exp_().sub_(p_t).mul_(t / n)
                 if alpha_ce:
                     g[rows] += p1_rows * (alpha_ce / n_ce)
                     g[rows, tgt[rows]] -= alpha_ce / n_ce
@@ -92,11 +113,12 @@ class FusedHeadKD(torch.autograd.Function):
     def backward(ctx, g_loss, _g_kl):
         grad_h, grad_w = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        return (grad_h * g_loss).to(h_dtype), (grad_w * g_loss).to(w_dtype), None, None, None, None, None, None, None
+        return (grad_h * g_loss).to(h_dtype), (grad_w * g_loss).to(w_dtype), *[None] * 8
 
 
 def chunked_loss(s_hidden, t_hidden, s_head, t_head, targets, temperature: float, alpha_ce: float, chunk: int,
-                 dtype=torch.float32):
+                 dtype=torch.float32, divergence: str = "forward"):
     """The reference loss, fused and chunked over positions (the same value to float rounding). Returns (loss, kl)."""
+    check_divergence(divergence)
     return FusedHeadKD.apply(s_hidden, s_head.weight, t_hidden, t_head.weight, targets, float(temperature),
-                             float(alpha_ce), int(chunk), dtype)
+                             float(alpha_ce), int(chunk), dtype, divergence == "reverse")

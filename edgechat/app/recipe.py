@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from converters.distill import DistillConfig
+from converters.distill_loss import DIVERGENCES
 from edgechat.core.errors import EdgechatError
 
 
@@ -64,7 +65,7 @@ RANGES = {"prune.ffn": (0, 1, True), "prune.hidden": (0, 1, True), "prune.target
           **{f"distill.{k}": (1, None, True) for k in ("steps", "micro_batch", "grad_accum", "seq_len",
                                                         "checkpoint_every", "max_dialogues")}}
 # (the distillation device and the export formats are checked where they are used, with the registry's names)
-CHOICES = {"prune.strategy": ("width", "depth", "mixed")}
+CHOICES = {"prune.strategy": ("width", "depth", "mixed"), "distill.divergence": DIVERGENCES}
 
 
 def _type_ok(value, annotation: str) -> bool:

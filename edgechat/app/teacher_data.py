@@ -243,7 +243,10 @@ def teacher_conversations(teacher: Model, gguf_path: str | Path | None = None, n
 
 
 def check_config(cfg) -> None:
-    """A DistillConfig's teacher-data options, checked before any model work."""
+    """A DistillConfig's teacher-data options (and its divergence), checked before any model work."""
+    from converters.distill_loss import check_divergence
+
+    check_divergence(cfg.divergence)
     if cfg.alpha_ul < 0:
         raise EdgechatError(f"--alpha-ul must be at least 0, got {cfg.alpha_ul}")
     if cfg.resample_every < 0:

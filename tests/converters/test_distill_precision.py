@@ -14,8 +14,9 @@ BF16_TOLERANCE = 0.02  # bf16 vs fp32 KL, relative, at every one of 30 steps (me
 CHUNK_TOLERANCE = 1e-5  # fp32 chunked vs whole-batch: float rounding only
 
 
-@pytest.mark.parametrize("temperature, alpha_ce", [(1.0, 0.0), (2.0, 0.5)])
-def test_chunked_loss_equals_whole_batch(temperature, alpha_ce):
+@pytest.mark.parametrize("temperature, alpha_ce, divergence", [(1.0, 0.0, "forward"), (2.0, 0.5, "forward"),
+                                                               (1.0, 0.0, "reverse"), (2.0, 0.5, "reverse")])
+def test_chunked_loss_equals_whole_batch(temperature, alpha_ce, divergence):
     torch.manual_seed(0)
     n, d, v = 300, 64, 512
     h_s, h_t = torch.randn(n, d, requires_grad=True), torch.randn(n, d)
@@ -23,8 +24,9 @@ def test_chunked_loss_equals_whole_batch(temperature, alpha_ce):
     targets = torch.randint(0, v, (n,))
     targets[-7:] = -1  # no next token: KL only
     grads = []
-    for fn in (lambda: reference_loss(h_s, h_t, s_head, t_head, targets, temperature, alpha_ce),
-               lambda: chunked_loss(h_s, h_t, s_head, t_head, targets, temperature, alpha_ce, chunk=64)):
+    for fn in (lambda: reference_loss(h_s, h_t, s_head, t_head, targets, temperature, alpha_ce, divergence),
+               lambda: chunked_loss(h_s, h_t, s_head, t_head, targets, temperature, alpha_ce, chunk=64,
+                                    divergence=divergence)):
         loss, kl = fn()
         loss.backward()
         grads.append((float(loss), float(kl), h_s.grad.clone(), s_head.weight.grad.clone()))
@@ -33,6 +35,22 @@ def test_chunked_loss_equals_whole_batch(temperature, alpha_ce):
     assert l2 == pytest.approx(l1, rel=CHUNK_TOLERANCE) and k2 == pytest.approx(k1, rel=CHUNK_TOLERANCE)
     assert (gh1 - gh2).abs().max() <= CHUNK_TOLERANCE * gh1.abs().max()
     assert (gw1 - gw2).abs().max() <= CHUNK_TOLERANCE * gw1.abs().max()
+
+
+def test_kd_loss_directions_are_torchs_kl_div():
+    """Forward is KL(teacher || student), reverse KL(student || teacher), as torch's kl_div computes them; the two
+    differ on distributions that differ, and an unknown name is refused."""
+    torch.manual_seed(1)
+    s, t = torch.randn(50, 300), torch.randn(50, 300) * 6  # a broad student, a peaked teacher
+    log_s, log_t = torch.log_softmax(s / 2, -1), torch.log_softmax(t / 2, -1)
+    kl = torch.nn.functional.kl_div  # kl_div(input, target) = KL(target || exp(input))
+    forward = kl(log_s, log_t, log_target=True, reduction="batchmean") * 4
+    reverse = kl(log_t, log_s, log_target=True, reduction="batchmean") * 4
+    assert float(kd_loss(s, t, 2.0)) == pytest.approx(float(forward), rel=1e-5)
+    assert float(kd_loss(s, t, 2.0, "reverse")) == pytest.approx(float(reverse), rel=1e-5)
+    assert abs(float(forward) - float(reverse)) > 0.1 * float(forward)
+    with pytest.raises(EdgechatError, match=re.escape("unknown divergence 'jsd': use forward or reverse")):
+        kd_loss(s, t, 1.0, "jsd")
 
 
 def test_bf16_and_chunked_follow_the_fp32_curve(stories_model):
@@ -51,8 +69,10 @@ def test_bf16_and_chunked_follow_the_fp32_curve(stories_model):
         assert worst <= tol, (precision, chunk, worst)
 
 
-def test_loss_counts_only_the_masked_positions(stories_model):
-    """The first step's loss is the KL at the positions predicting a masked token, and nothing else."""
+@pytest.mark.parametrize("divergence", ["forward", "reverse"])
+def test_loss_counts_only_the_masked_positions(stories_model, divergence):
+    """The first step's loss is the KL (in the configured direction) at the positions predicting a masked token,
+    and nothing else."""
     torch.manual_seed(0)
     tokens = torch.randint(3, 512, (2, 32))
     mask = torch.zeros_like(tokens, dtype=torch.bool)
@@ -63,9 +83,10 @@ def test_loss_counts_only_the_masked_positions(stories_model):
     assert targets[0, 9] == tokens[0, 10] and targets[0, -1] == -1
     student = pruned_student(stories_model)
     with torch.no_grad():
-        want = kd_loss(student.module(tokens)[sel], stories_model.module(tokens)[sel], 1.0)
+        want = kd_loss(student.module(tokens)[sel], stories_model.module(tokens)[sel], 1.0, divergence)
     for chunk in (0, 4):
-        cfg = DistillConfig(steps=1, micro_batch=2, seq_len=32, precision="fp32", loss_chunk=chunk)
+        cfg = DistillConfig(steps=1, micro_batch=2, seq_len=32, precision="fp32", loss_chunk=chunk,
+                            divergence=divergence)
         distill(stories_model, pruned_student(stories_model), cfg, dataset=Packed(tokens, mask))
         assert cfg.log[0][2] == pytest.approx(float(want), rel=1e-5)
 

@@ -43,14 +43,15 @@ def test_convert_on_teacher_data_records_hash_and_precision(stories_dir, tmp_pat
 
 def test_student_replies_sampled_again_as_it_trains(stories_dir, tmp_path):
     """--resample-every 2 over 4 steps: two rounds (steps 0 and 2), each with half of its conversations'
-    replies the student's; the manifest counts them."""
+    replies the student's; the manifest counts them (and records the reverse KL they were trained on)."""
     out = tmp_path / "out"
     proc = edgechat("convert", str(stories_dir), "-o", str(out), "--quant", "f32", "--no-eval", "--prune-ffn", "0.5",
                     "--distill-steps", "4", "--teacher-data", "12", "--student-share", "0.5", "--resample-every", "2",
-                    "--precision", "fp32", cache=tmp_path / "cache")
+                    "--precision", "fp32", "--divergence", "reverse", cache=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     d = json.loads((out / "edgechat.json").read_text())["compression"]["distill"]
     assert d["config"]["resample_every"] == 2 and d["config"]["student_share"] == 0.5
+    assert d["config"]["divergence"] == "reverse"
     assert d["teacher_data"]["student_replies"] == 0  # none sampled before training: the rounds do it
     r = d["resampled"]
     assert r["rounds"] == 2 and 2 <= r["student_replies"] <= 12 and r["seconds"] > 0
@@ -73,6 +74,7 @@ def test_help_explains_the_options():
         assert "--drop-looping With --teacher-data: leave out the conversations whose reply loops" in text
         assert "--alpha-ul FLOAT With --student-share: the student's replies are its greedy ones" in text
         assert "--resample-every INTEGER With --student-share: sample the student's replies again every N steps" in text
+        assert "--divergence [forward|reverse] The KL the student is trained on" in text
     assert "--loss-chunk INTEGER" in " ".join(run_cli("distill", "--help", check=True).stdout.split())
 
 
@@ -85,6 +87,8 @@ def test_bad_recipe_values_refused_before_model_work(stories_dir, tmp_path):
             ('teacher_data = 8\nalpha_ul = 1.0', "--alpha-ul needs --teacher-data and --student-share: it pushes "
                                                   "down the repeats in the student's own greedy replies"),
             ('alpha_ul = -1.0', f"{tmp_path / 'recipe.toml'}: 'distill.alpha_ul' must be >= 0, got -1.0"),
+            ('divergence = "jsd"',
+             f"{tmp_path / 'recipe.toml'}: 'distill.divergence' must be one of forward, reverse, got 'jsd'"),
             (f'teacher_data = 8\ndata = "{data}"', "give the distillation either a data file or --teacher-data, not both"),
             ('teacher_data = 8\nprompts = "/nonexistent/p.txt"', "no such prompts file: /nonexistent/p.txt")):
         recipe = tmp_path / "recipe.toml"
