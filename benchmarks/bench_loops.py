@@ -2,7 +2,8 @@ r"""How often the teacher and the cached students loop (issue 13's "no degenerat
 bench_students' six: greedy answers (Q4_K_M unless --quant says, llama.cpp, 80 tokens at most, as
 bench_students) to the "Paris" question and the first turns of all 80 MT-Bench questions, each checked for a
 6-word run said 3 times (edgechat.app.loops). Six prompts cannot tell recipes apart; 80 can tell a student from
-its teacher.
+its teacher; --held-out N adds N held-out chit-chat first turns and a Fisher exact test of each model's loop
+count against --baseline's, to tell recipes apart.
 
 For each student's looping answers it also reads, with the fp32 models, the probability the teacher and the
 student give each token that repeats an earlier 8-token run of the reply: whether the teacher, shown the
@@ -16,12 +17,14 @@ decode-time guard against loops, and counts the loops and the "Paris" answers un
     .venv/bin/python benchmarks/bench_loops.py --students 'd8*,w*' --name bench_loops-more
     .venv/bin/python benchmarks/bench_loops.py --penalties 0.5:0,0:0.5 --no-probs --name bench_loops-penalties
     .venv/bin/python benchmarks/bench_loops.py --quant q8_0 --no-probs --name bench_loops-q8_0
+    .venv/bin/python benchmarks/bench_loops.py --students 'd85-*+*' --held-out 300 --name bench_loops-onpolicy
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import math
 import sys
 from pathlib import Path
 
@@ -72,12 +75,23 @@ def teacher_nll(teacher, said: list[dict]) -> float:
     return statistics.median(out)
 
 
-def scored(teacher, said: list[dict]) -> dict:
-    """One set of answers with each one's loop mark, the loop counts, "Paris" and the teacher's NLL."""
+def scored(teacher, said: list[dict], n81: int) -> dict:
+    """One set of answers with each one's loop mark, the loop counts (the six, Paris + MT-Bench, the held-out
+    chats after them), "Paris" and the teacher's NLL (over Paris + MT-Bench, as earlier runs)."""
     for a in said:
         a["loops"] = loops(a["answer"])
-    return {"answers": said, "loops_six": sum(a["loops"] for a in said[:6]), "loops_all": sum(a["loops"] for a in said),
-            "paris": "Paris" in said[0]["answer"], "teacher_nll": teacher_nll(teacher, said)}
+    return {"answers": said, "loops_six": sum(a["loops"] for a in said[:6]),
+            "loops_all": sum(a["loops"] for a in said[:n81]), "loops_held": sum(a["loops"] for a in said[n81:]),
+            "paris": "Paris" in said[0]["answer"], "teacher_nll": teacher_nll(teacher, said[:n81])}
+
+
+def fisher_p(a: int, n: int, b: int, m: int) -> float:
+    """Two-sided Fisher exact test: the chance of loop counts at least this far apart (a of n against b of m)
+    were both drawn from one rate: the sum of the hypergeometric probabilities no larger than the observed."""
+    k, total = a + b, n + m
+    prob = [math.comb(n, i) * math.comb(m, k - i) / math.comb(total, k) for i in range(max(0, k - m), min(k, n) + 1)]
+    seen = math.comb(n, a) * math.comb(m, b) / math.comb(total, k)
+    return min(1.0, sum(p for p in prob if p <= seen * (1 + 1e-9)))
 
 
 def looping_lines(said: list[dict]) -> str:
@@ -96,6 +110,10 @@ def main():
     ap.add_argument("--penalties", default="", help="comma list of FREQUENCY:PRESENCE penalty pairs to answer "
                                                    "under too, e.g. 0.5:0,0:0.5")
     ap.add_argument("--no-probs", action="store_true", help="skip the fp32 repeat-token probabilities")
+    ap.add_argument("--held-out", type=int, default=0, help="also answer the first turns of this many held-out "
+                    "chit-chat conversations (never trained on), for counts that can tell recipes apart")
+    ap.add_argument("--baseline", help="the student the others' loop counts are tested against (Fisher exact; "
+                                       "default: the first)")
     ap.add_argument("--quant", default="q4_k_m", help="the GGUF quant that answers (q4_k_m: the students' "
                                                      "cached files; another is exported from their fp32 weights)")
     args = ap.parse_args()
@@ -113,7 +131,11 @@ def main():
     bench = Bench(args.name)
     teacher = load_model(None)
     mt = [json.loads(ln)["turns"][0] for ln in (DATA / "mt_bench" / "mt_bench_question.jsonl").read_text().splitlines()]
-    questions = [PARIS] + [(None, q) for q in mt]
+    from edgechat.core.data import HELD_OUT_START, chitchat_dialogues
+
+    held = [(None, d[0]["content"]) for d in chitchat_dialogues(HELD_OUT_START, args.held_out)] if args.held_out else []
+    questions = [PARIS] + [(None, q) for q in mt] + held
+    n81 = 1 + len(mt)  # Paris and MT-Bench: the counts earlier runs report
     home = CACHE / "compress" if args.quant == "q4_k_m" else CACHE / "loops" / args.quant
     models = {"teacher": (export_gguf(teacher, home / "teacher", args.quant), None)}
     for h in homes:
@@ -123,9 +145,9 @@ def main():
     res, rows = {}, []
     for k, (gguf, rec) in models.items():
         said = answers(gguf, questions)
-        r = {**scored(teacher, said), "penalized": {
+        r = {**scored(teacher, said, n81), "penalized": {
             f"{f:g}:{p:g}": {"frequency_penalty": f, "presence_penalty": p,
-                             **scored(teacher, answers(gguf, questions, frequency_penalty=f, presence_penalty=p))}
+                             **scored(teacher, answers(gguf, questions, frequency_penalty=f, presence_penalty=p), n81)}
             for f, p in penalties}}
         looping = [a for a in said if a["loops"]]
         if rec:
@@ -144,14 +166,26 @@ def main():
         res[k] = r
         rep, on = r.get("repeats", {}), r.get("onsets", {})
         rows.append([k.replace(args.strip, ""), r.get("ppl_ratio", 1.0), f"{r['loops_six']} of 6",
-                     f"{r['loops_all']} of {len(said)}", rep.get("tokens", ""), rep.get("teacher_p_median", ""),
+                     f"{r['loops_all']} of {n81}", rep.get("tokens", ""), rep.get("teacher_p_median", ""),
                      rep.get("student_p_median", ""),
                      f"{on['teacher_greedy']} of {on['n']}; {on['teacher_p_median']:.3f} / {on['student_p_median']:.3f}"
                      if on.get("n") else "", "yes" if r["paris"] else "no", f"{r['teacher_nll']:.3f}"]
-                    + [f"{q['loops_all']} of {len(said)}, Paris {'yes' if q['paris'] else 'no'}, "
+                    + [f"{q['loops_all']} of {n81}, Paris {'yes' if q['paris'] else 'no'}, "
                        f"NLL {q['teacher_nll']:.3f}"
                        for q in r["penalized"].values()])
-        print(f"[{k}] {rows[-1][2:4]} {rows[-1][7:]}", file=sys.stderr)
+        print(f"[{k}] {rows[-1][2:4]} held-out {r['loops_held']} {rows[-1][7:]}", file=sys.stderr)
+    held_cols, held_text = [], ""
+    if held:  # each count against the baseline's, over all the prompts
+        base = next((k for k in res if k != "teacher" and args.baseline and args.baseline in k),
+                    next(k for k in res if k != "teacher"))
+        n_base = res[base]["loops_all"] + res[base]["loops_held"]
+        for row, (k, r) in zip(rows, res.items()):
+            r["p_vs_baseline"] = fisher_p(r["loops_all"] + r["loops_held"], len(questions), n_base, len(questions))
+            row[4:4] = [f"{r['loops_held']} of {len(held)}", "(baseline)" if k == base else f"{r['p_vs_baseline']:.2g}"]
+        held_cols = ["loops, held-out chats", f"p, same loop rate as {base.replace(args.strip, '')}"]
+        held_text = (f"Held-out chats: the first turns of {len(held)} chit-chat conversations from the held-out range "
+                     f"(never trained on). p: two-sided Fisher exact test that a model's loop count over all "
+                     f"{len(questions)} prompts and the baseline's come from one rate (small: they differ). ")
     md = (f"Greedy answers ({args.quant.upper()}, llama.cpp, {THREADS} threads, 80 tokens at most) to the \"Paris\" question and the "
           f"first turns of the {len(mt)} MT-Bench questions; an answer loops when a {LOOP_WORDS}-word run is said "
           f"{LOOP_TIMES}+ times. \"the six\": bench_students' six (Paris and the first five MT-Bench turns). "
@@ -161,9 +195,9 @@ def main():
           "greedy choice in the student's context is that token, and the teacher's / student's median p of it. "
           "NLL: the median over the 81 answers of the fp32 teacher's mean negative log-likelihood of the reply's "
           "tokens (loops score low, word salad high). "
-          "\"F:P\": the same greedy answers under frequency penalty F and presence penalty P. "
+          + held_text + "\"F:P\": the same greedy answers under frequency penalty F and presence penalty P. "
           f"Student names without the common \"{args.strip}\".\n\n"
-          + md_table(["model", "PPL x teacher (teacher chats)", "loops, the six", "loops, all",
+          + md_table(["model", "PPL x teacher (teacher chats)", "loops, the six", "loops, all", *held_cols,
                       "repeat tokens", "teacher p (median)", "student p (median)",
                       "onsets: teacher's choice; teacher / student p", "Paris", "NLL"]
                      + [f"{f:g}:{p:g}: loops, all, Paris, NLL" for f, p in penalties], rows)
