@@ -111,7 +111,8 @@ def main():
                                                    "under too, e.g. 0.5:0,0:0.5")
     ap.add_argument("--no-probs", action="store_true", help="skip the fp32 repeat-token probabilities")
     ap.add_argument("--held-out", type=int, default=0, help="also answer the first turns of this many held-out "
-                    "chit-chat conversations (never trained on), for counts that can tell recipes apart")
+                    "chit-chat conversations (never trained on; the range holds 44), for counts that can tell recipes "
+                    "apart")
     ap.add_argument("--baseline", help="the student the others' loop counts are tested against (Fisher exact; "
                                        "default: the first)")
     ap.add_argument("--quant", default="q4_k_m", help="the GGUF quant that answers (q4_k_m: the students' "
@@ -134,6 +135,9 @@ def main():
     from edgechat.core.data import HELD_OUT_START, chitchat_dialogues
 
     held = [(None, d[0]["content"]) for d in chitchat_dialogues(HELD_OUT_START, args.held_out)] if args.held_out else []
+    if len(held) < args.held_out:
+        print(f"--held-out {args.held_out}: the held-out range has {len(held)} conversations; using them all",
+              file=sys.stderr)
     questions = [PARIS] + [(None, q) for q in mt] + held
     n81 = 1 + len(mt)  # Paris and MT-Bench: the counts earlier runs report
     home = CACHE / "compress" if args.quant == "q4_k_m" else CACHE / "loops" / args.quant
