@@ -1,7 +1,8 @@
 """The distillation losses over the positions that count: KL divergence of temperature-softened logits (forward,
-KL(teacher || student), or reverse, KL(student || teacher): GKD's mode-seeking choice), optionally mixed with next-token cross-entropy, either on whole-batch logits (the reference) or fused with the final
-projection and computed chunk by chunk over positions, so that the [positions, vocab] logits of teacher and
-student (49,152 wide for SmolLM2) exist one chunk at a time instead of for the whole batch, in fp32."""
+KL(teacher || student), or reverse, KL(student || teacher): GKD's mode-seeking choice), optionally mixed with
+next-token cross-entropy, either on whole-batch logits (the reference) or fused with the final projection and
+computed chunk by chunk over positions, so that the [positions, vocab] logits of teacher and student (49,152 wide
+for SmolLM2) exist one chunk at a time instead of for the whole batch, in fp32."""
 from __future__ import annotations
 
 import torch
@@ -61,9 +62,9 @@ def _log_softmax(logits, t: float) -> torch.Tensor:
 class FusedHeadKD(torch.autograd.Function):
     """The student's head + the loss, chunk by chunk over positions, with the gradient worked out in the forward
     pass (d loss / d logits = T (p_s - p_t) + alpha (softmax(s) - onehot), over the counted positions; reverse KL:
-T p_s (log p_s - log p_t - KL) in place of T (p_s - p_t)): backward
-    only scales the stored gradients, so no chunk's logits are kept or recomputed. The matmuls run in `dtype`
-    (bf16 when training in bf16), the softmaxes and sums in fp32."""
+    T p_s (log p_s - log p_t - KL) in place of T (p_s - p_t)): backward only scales the stored gradients, so no
+    chunk's logits are kept or recomputed. The matmuls run in `dtype` (bf16 when training in bf16), the softmaxes
+    and sums in fp32."""
 
     @staticmethod
     def forward(ctx, h_s, w_s, h_t, w_t, targets, temperature, alpha_ce, chunk, dtype, reverse):
