@@ -17,14 +17,14 @@ decode-time guard against loops, and counts the loops and the "Paris" answers un
     .venv/bin/python benchmarks/bench_loops.py --students 'd8*,w*' --name bench_loops-more
     .venv/bin/python benchmarks/bench_loops.py --penalties 0.5:0,0:0.5 --no-probs --name bench_loops-penalties
     .venv/bin/python benchmarks/bench_loops.py --quant q8_0 --no-probs --name bench_loops-q8_0
-    .venv/bin/python benchmarks/bench_loops.py --students 'd85-*+*' --held-out 300 --name bench_loops-onpolicy
+    .venv/bin/python benchmarks/bench_loops.py --students 'd85-*+*' --held-out 44 --name bench_loops-onpolicy
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import math
+import statistics
 import sys
 from pathlib import Path
 

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_compress import PARIS, answers, decode_speed, export_q4km  # noqa: E402
 from common import CACHE, DATA, THREADS, Bench, md_table  # noqa: E402
 from compress_job import DEFAULT_LR, distill_config, importance  # noqa: E402
+from converters.distill_loss import DIVERGENCES  # noqa: E402
 from students import HELD_OUT, MAGPIE_SHARE, cached_record, continue_student, make_student, teacher_chats  # noqa: E402
 
 from edgechat.app.loops import LOOP_TIMES, LOOP_WORDS, loops  # noqa: E402
@@ -58,7 +59,7 @@ def main():
                                               "worth (to compare recipes at equal steps)")
     ap.add_argument("--resample-every", type=int, default=0, help="--student-share only: sample the student's "
                     "replies again every N steps from the student as it trains (0: once, before training)")
-    ap.add_argument("--divergence", choices=("forward", "reverse"), default="forward", help="--after only: "
+    ap.add_argument("--divergence", choices=DIVERGENCES, default="forward", help="--after only: "
                     "KL(teacher || student) or KL(student || teacher) (GKD's mode-seeking choice)")
     ap.add_argument("--drop-looping", action="store_true",
                     help="leave the teacher-written conversations whose reply loops out of the training set")

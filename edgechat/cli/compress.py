@@ -40,6 +40,7 @@ TEACHER_DATA_OPTIONS = [
     click.option("--alpha-ul", type=float, help="With --student-share: the student's replies are its greedy ones, "
                  "and the tokens that carry a looping reply's repeats are pushed down (unlikelihood, this weight) "
                  "instead of matched to the teacher, who would continue the loop too [default: 0]."),
+    # converters.distill_loss.DIVERGENCES, spelled out: importing it would load torch at every CLI start
     click.option("--divergence", type=click.Choice(["forward", "reverse"]), help="The KL the student is trained on: "
                  "forward, KL(teacher || student), or reverse, KL(student || teacher), which puts the student's mass "
                  "where the teacher's is (GKD's choice with on-policy replies) [default: forward]."),
