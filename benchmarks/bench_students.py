@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate (warm-up, cosine decay)")
     ap.add_argument("--student-share", type=float, default=0.0,
                     help="--after only: the share of replies the student writes itself (sampled; greedy with --alpha-ul)")
+    ap.add_argument("--student-greedy", action="store_true",
+                    help="--student-share only: the student's replies are its greedy ones, not sampled at T=1")
     ap.add_argument("--alpha-ul", type=float, default=0.0,
                     help="weight of unlikelihood on the repeats in the student's own looping replies (--student-share)")
     ap.add_argument("--steps", type=int, help="--after only: distil for exactly this many steps instead of --minutes' "
@@ -77,6 +79,8 @@ def main():
         ap.error("--student-share and --steps go with --after (a continued student)")
     if args.resample_every and not args.student_share:
         ap.error("--resample-every needs --student-share: it samples the student's replies again as it trains")
+    if args.student_greedy and not args.student_share:
+        ap.error("--student-greedy needs --student-share: it picks how the student's replies are decoded")
     if args.alpha_ul and not args.student_share:
         ap.error("--alpha-ul needs --student-share: it pushes down the repeats in the student's own replies")
     if args.after:
@@ -148,16 +152,17 @@ def main():
     n_drop = [r["teacher_data"].get("dropped_looping", 0) for r in recs.values() if "teacher_data" in r]
     dropped = f", those whose reply loops left out ({max(n_drop)})" if args.drop_looping and n_drop else ""
     if args.student_share:
+        how = "greedy" if args.student_greedy or args.alpha_ul else "sampled at T=1"
         own = next(r["teacher_data"] for r in recs.values() if "teacher_data" in r)
         rs = next((r["resampled"] for r in recs.values() if r.get("resampled")), None)
         if rs:  # re-sampled rounds: none of the replies are the student's before training
             dropped += (f"; {args.student_share:.0%} of the replies of each round's conversations written by the "
-                        f"student as it trains (sampled at T=1, again every {args.resample_every} steps: "
+                        f"student as it trains ({how}, again every {args.resample_every} steps: "
                         f"{rs['rounds']} rounds, {rs['student_replies']} replies, {rs['seconds']:.0f} s), the "
                         "teacher's KL on them and no cross-entropy")
         else:
             dropped += (f"; {own['student_replies']} of them ({args.student_share:.0%}) answered by the student "
-                        f"itself before training instead ({'greedy' if args.alpha_ul else 'sampled at T=1'}), the "
+                        f"itself before training instead ({how}), the "
                         "teacher's KL on them and no cross-entropy" + (f"; the {own['avoid_tokens']} tokens that "
                         f"carry the repeats of its looping replies get {args.alpha_ul:g} x unlikelihood instead"
                         if args.alpha_ul else ""))

@@ -95,6 +95,7 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
 
         opts = distill_config(alpha_ul=args.alpha_ul, resample_every=args.resample_every)
         opts.student_share, opts.reply_tokens = args.student_share, chats.options.get("reply_tokens", 128)
+        opts.student_greedy = args.student_greedy
         if args.resample_every:  # from the student in training, each round on the conversations it reads
             def rounds(s):
                 rec["resampled"] = (fn := resampler(chats, opts, s, seed)).stats  # filled in as it trains
@@ -127,10 +128,11 @@ def finish_student(student, teacher, rec: dict, evals, home: Path, key: str) -> 
 
 def recipe_suffix(args) -> str:
     """Cache names of students trained with another peak learning rate, with cross-entropy next to the KL or
-    without the looping teacher replies, with the student's own replies and unlikelihood, on reverse KL (older
+    without the looping teacher replies, with the student's own replies (greedy) and unlikelihood, on reverse KL (older
     names: DEFAULT_LR, KL only, every reply, none of the student's, forward KL)."""
     return ((f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (f"-ce{args.alpha_ce:g}" if args.alpha_ce else "")
             + ("-noloops" if args.drop_looping else "") + (f"-own{args.student_share:g}" if args.student_share else "")
+            + ("-greedy" if args.student_greedy and not args.alpha_ul else "")
             + (f"-ul{args.alpha_ul:g}" if args.alpha_ul else "") + (f"-every{args.resample_every}" if args.resample_every
                                                                      else "")
             + ("-reverse" if args.divergence == "reverse" else ""))

@@ -54,6 +54,8 @@ class DistillConfig:
     student_share: float = 0.0  # share of replies sampled from the student instead, scored by the teacher (GKD)
     resample_every: int = 0  # with student_share: sample the student's replies again every N steps, from the
     # student as it trains (distill's `resample`); 0: once, before training
+    student_greedy: bool = False  # with student_share: its greedy replies (the decoding loops show under), not
+    # sampled at T=1; alpha_ul implies it
     drop_looping: bool = False  # leave out the conversations whose reply loops (edgechat.app.loops)
     log: list = field(default_factory=list)
 

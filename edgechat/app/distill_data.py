@@ -33,7 +33,7 @@ def on_policy(data: TeacherData, cfg, student: Model | None, seed: int, progress
     the looping teacher replies when cfg.drop_looping."""
     if cfg.student_share and student is not None:
         data = with_student_replies(data, student, cfg.student_share, seed, cfg.reply_tokens, progress,
-                                    greedy=bool(cfg.alpha_ul))
+                                    greedy=cfg.student_greedy or bool(cfg.alpha_ul))
     return data.without_loops() if cfg.drop_looping else data
 
 

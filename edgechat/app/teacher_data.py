@@ -254,6 +254,9 @@ def check_config(cfg) -> None:
     if cfg.resample_every and not (cfg.teacher_data and cfg.student_share):
         raise EdgechatError("--resample-every needs --teacher-data and --student-share: it samples the student's "
                             "share of the replies again as it trains")
+    if cfg.student_greedy and not (cfg.teacher_data and cfg.student_share):
+        raise EdgechatError("--student-greedy needs --teacher-data and --student-share: it picks how the student's "
+                            "share of the replies is decoded")
     if cfg.alpha_ul and not (cfg.teacher_data and cfg.student_share):
         raise EdgechatError("--alpha-ul needs --teacher-data and --student-share: it pushes down the repeats in the "
                             "student's own greedy replies")

@@ -37,6 +37,8 @@ TEACHER_DATA_OPTIONS = [
     click.option("--resample-every", type=int, help="With --student-share: sample the student's replies again every "
                  "N steps, from the student as it trains (other conversations each time; each round adds the "
                  "student's generation time to the steps') [default: 0: once, before training]."),
+    click.option("--student-greedy", is_flag=True, default=None, help="With --student-share: the student's "
+                 "replies are its greedy ones, the decoding its loops show under, instead of sampled at T=1."),
     click.option("--alpha-ul", type=float, help="With --student-share: the student's replies are its greedy ones, "
                  "and the tokens that carry a looping reply's repeats are pushed down (unlikelihood, this weight) "
                  "instead of matched to the teacher, who would continue the loop too [default: 0]."),

@@ -1,10 +1,11 @@
 """On-policy replies sampled again as the student trains (--resample-every): distill asks for new data at the
 first step and every N steps (and where it resumes), and each round's replies are the student's as it is then,
 on the conversations that round reads."""
+import pytest
 import torch
 
 from converters.distill import DistillConfig, distill
-from edgechat.app.distill_data import resampler, round_subset, with_student_replies
+from edgechat.app.distill_data import on_policy, resampler, round_subset, with_student_replies
 from tests.converters.test_distill import pruned_student
 
 
@@ -68,3 +69,18 @@ def test_round_subset_draws_other_conversations_for_other_steps(stories_data):
     assert len({tuple(c[0]["content"] for c in s.conversations) for s in small}) > 1
     whole = round_subset(stories_data, 10**9, 0)
     assert whole.conversations == stories_data.conversations
+
+
+@pytest.mark.parametrize("greedy_by", [{"student_greedy": True}, {"alpha_ul": 1.0}, {}])
+def test_config_picks_greedy_or_sampled_student_replies(stories_model, stories_data, greedy_by):
+    """--student-greedy (or --alpha-ul, which needs the greedy loops) makes the student's share its greedy replies
+    (with_student_replies' greedy ones, which test_teacher_data checks against Chat); by default they are sampled
+    at T=1, so they differ."""
+    student = pruned_student(stories_model)
+    cfg = DistillConfig(teacher_data=8, student_share=1.0, reply_tokens=32, **greedy_by)
+    got = on_policy(stories_data, cfg, student, seed=0)
+    greedy = with_student_replies(stories_data, student, 1.0, seed=0, reply_tokens=32, greedy=True)
+    same = [a == b for a, b in zip(got.conversations, greedy.conversations)]
+    assert got.student_replies == len(same) == 8
+    assert all(same) if greedy_by else not all(same)
+    assert got.options.get("student_greedy", False) == bool(greedy_by)

@@ -73,6 +73,7 @@ def test_help_explains_the_options():
         assert "--precision [auto|fp32|bf16]" in text and "AVX512-BF16/AMX" in text
         assert "--drop-looping With --teacher-data: leave out the conversations whose reply loops" in text
         assert "--alpha-ul FLOAT With --student-share: the student's replies are its greedy ones" in text
+        assert "--student-greedy With --student-share: the student's replies are its greedy ones" in text
         assert "--resample-every INTEGER With --student-share: sample the student's replies again every N steps" in text
         assert "--divergence [forward|reverse] The KL the student is trained on" in text
     assert "--loss-chunk INTEGER" in " ".join(run_cli("distill", "--help", check=True).stdout.split())
@@ -105,6 +106,9 @@ def test_alpha_ul_and_resample_flags_checked_before_model_work(stories_dir, tmp_
                            (["--resample-every", "5", "--teacher-data", "8"],
                             "--resample-every needs --teacher-data and --student-share: it samples the student's "
                             "share of the replies again as it trains"),
+                           (["--student-greedy", "--teacher-data", "8"],
+                            "--student-greedy needs --teacher-data and --student-share: it picks how the student's "
+                            "share of the replies is decoded"),
                            (["--alpha-ul", "1", "--teacher-data", "8"],
                             "--alpha-ul needs --teacher-data and --student-share: it pushes down the repeats in the "
                             "student's own greedy replies")):
