@@ -225,12 +225,19 @@ def disk_error(e: OSError) -> str | None:
 def main(argv=None):
     _install_signals()
     try:
-        rv = cli.main(args=argv, standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="edgechat", standalone_mode=False)  # `python -m` too
         sys.exit(rv if isinstance(rv, int) else 0)
     except EdgechatError as e:
         click.echo(f"edgechat: error: {e}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:  # a bare group: its help, as click shows it
+        e.show()
+        sys.exit(e.exit_code)
+    except click.UsageError as e:  # a bad option or value: one line like every other error, not click's usage block
+        see = f"; see `{e.ctx.command_path} --help`" if e.ctx else ""
+        click.echo(f"edgechat: error: {e.format_message().rstrip('.')}{see}", err=True)
         sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()

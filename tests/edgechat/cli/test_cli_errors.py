@@ -115,6 +115,25 @@ def test_unknown_format(stories_dir, workdir):
     convert_fails(workdir, stories_dir, "unknown format 'onnx'", "--format", "onnx")
 
 
+@pytest.mark.parametrize("args, line", [
+    (["--divergence", "jsd"], "Invalid value for '--divergence': 'jsd' is not one of 'forward', 'reverse'; see "
+                              "`edgechat convert --help`"),
+    (["--precision", "fp16"], "Invalid value for '--precision': 'fp16' is not one of 'auto', 'fp32', 'bf16'; see "
+                              "`edgechat convert --help`"),
+    (["--no-such-flag"], "No such option '--no-such-flag'"),
+])
+def test_bad_option_is_one_line_naming_the_help(stories_dir, workdir, args, line):
+    """click's own usage errors (a value outside a choice, an unknown option) read like every other error."""
+    convert_fails(workdir, stories_dir, line, *args)
+
+
+def test_bare_edgechat_still_shows_its_help():
+    proc = run_cli()
+    assert proc.stdout.startswith("Usage: edgechat [OPTIONS] COMMAND [ARGS]...") or \
+        proc.stderr.startswith("Usage: edgechat [OPTIONS] COMMAND [ARGS]..."), (proc.stdout, proc.stderr)
+    assert "edgechat: error" not in proc.stderr
+
+
 def test_eval_empty_data_file(stories_f32_gguf, stories_dir, workdir):
     empty = workdir / "empty.txt"
     empty.write_text("  \n")
