@@ -1,10 +1,9 @@
 """Logit knowledge distillation: the source model teaches the pruned student on chat-formatted dialogue (the
-teacher's own replies, made by edgechat.app.teacher_data, with the loss on the assistant's tokens only; or
-chit-chat / a data file, every token counted). KL divergence of temperature-softened logits (optionally mixed
-with cross-entropy and a hidden-state loss; chunked over positions, converters.distill_loss), bf16 autocast
-where the CPU or GPU has it, AdamW with warm-up and cosine decay, gradient accumulation, a fixed seed,
-checkpoint/resume, and torch.distributed DDP (gloo on CPU, nccl on GPUs) with the same result as one process
-for the same global batch."""
+teacher's own replies, made by edgechat.app.teacher_data, the loss on the assistant's tokens only; or chit-chat /
+a data file, every token counted). KL of temperature-softened logits (optionally with cross-entropy and a hidden-
+state loss; chunked over positions, converters.distill_loss), bf16 autocast where the CPU or GPU has it, AdamW
+with warm-up and cosine decay, gradient accumulation, a fixed seed, checkpoint/resume, and torch.distributed DDP
+(gloo on CPU, nccl on GPUs) with the same result as one process for the same global batch."""
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +53,7 @@ class DistillConfig:
     student_share: float = 0.0  # share of replies sampled from the student instead, scored by the teacher (GKD)
     resample_every: int = 0  # with student_share: sample the student's replies again every N steps, from the
     # student as it trains (distill's `resample`); 0: once, before training
-    student_greedy: bool = False  # with student_share: its greedy replies (the decoding loops show under), not
-    # sampled at T=1; alpha_ul implies it
+    student_greedy: bool = False  # with student_share: its greedy replies, not sampled at T=1 (alpha_ul implies it)
     drop_looping: bool = False  # leave out the conversations whose reply loops (edgechat.app.loops)
     log: list = field(default_factory=list)
 

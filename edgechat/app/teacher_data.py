@@ -251,15 +251,13 @@ def check_config(cfg) -> None:
         raise EdgechatError(f"--alpha-ul must be at least 0, got {cfg.alpha_ul}")
     if cfg.resample_every < 0:
         raise EdgechatError(f"--resample-every must be at least 0 steps, got {cfg.resample_every}")
-    if cfg.resample_every and not (cfg.teacher_data and cfg.student_share):
-        raise EdgechatError("--resample-every needs --teacher-data and --student-share: it samples the student's "
-                            "share of the replies again as it trains")
-    if cfg.student_greedy and not (cfg.teacher_data and cfg.student_share):
-        raise EdgechatError("--student-greedy needs --teacher-data and --student-share: it picks how the student's "
-                            "share of the replies is decoded")
-    if cfg.alpha_ul and not (cfg.teacher_data and cfg.student_share):
-        raise EdgechatError("--alpha-ul needs --teacher-data and --student-share: it pushes down the repeats in the "
-                            "student's own greedy replies")
+    for flag, on, why in (("--resample-every", cfg.resample_every, "it samples the student's share of the replies "
+                                                                    "again as it trains"),
+                          ("--student-greedy", cfg.student_greedy, "it picks how the student's share of the replies "
+                                                                   "is decoded"),
+                          ("--alpha-ul", cfg.alpha_ul, "it pushes down the repeats in the student's own greedy replies")):
+        if on and not (cfg.teacher_data and cfg.student_share):
+            raise EdgechatError(f"{flag} needs --teacher-data and --student-share: {why}")
     if not cfg.teacher_data:
         return
     if cfg.data:
