@@ -125,10 +125,11 @@ def main():
     from edgechat.core.sources import load_model
 
     torch.set_num_threads(THREADS)
-    homes = sorted({p for g in args.students.split(",") for p in (CACHE / "students").glob(g)
-                    if (p / "record.json").exists()})
-    if not homes:
-        raise SystemExit(f"--students {args.students!r}: no cached student in {CACHE / 'students'}")
+    found = {g: [p for p in (CACHE / "students").glob(g) if (p / "record.json").exists()]
+             for g in args.students.split(",")}
+    if missing := [g for g, ps in found.items() if not ps]:  # each glob must find one: a typo is not a skipped arm
+        raise SystemExit(f"--students: no cached student in {CACHE / 'students'} matches {', '.join(missing)}")
+    homes = sorted({p for ps in found.values() for p in ps})
     bench = Bench(args.name)
     teacher = load_model(None)
     mt = [json.loads(ln)["turns"][0] for ln in (DATA / "mt_bench" / "mt_bench_question.jsonl").read_text().splitlines()]
