@@ -52,7 +52,8 @@ def main():
                     help="weight of cross-entropy on the data's tokens (the teacher's greedy replies) next to the KL")
     ap.add_argument("--lr", type=float, default=DEFAULT_LR, help="peak learning rate (warm-up, cosine decay)")
     ap.add_argument("--student-share", type=float, default=0.0,
-                    help="--after only: the share of replies the student writes itself (sampled; greedy with --alpha-ul)")
+                    help="--after only: the share of replies the student writes itself (sampled at T=1; greedy with "
+                         "--student-greedy or --alpha-ul)")
     ap.add_argument("--student-greedy", action="store_true",
                     help="--student-share only: the student's replies are its greedy ones, not sampled at T=1")
     ap.add_argument("--alpha-ul", type=float, default=0.0,

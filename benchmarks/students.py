@@ -128,8 +128,8 @@ def finish_student(student, teacher, rec: dict, evals, home: Path, key: str) -> 
 
 def recipe_suffix(args) -> str:
     """Cache names of students trained with another peak learning rate, with cross-entropy next to the KL or
-    without the looping teacher replies, with the student's own replies (greedy) and unlikelihood, on reverse KL (older
-    names: DEFAULT_LR, KL only, every reply, none of the student's, forward KL)."""
+    without the looping teacher replies, with the student's own replies (greedy) and unlikelihood, on reverse KL
+    (older names: DEFAULT_LR, KL only, every reply, none of the student's, forward KL)."""
     return ((f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "") + (f"-ce{args.alpha_ce:g}" if args.alpha_ce else "")
             + ("-noloops" if args.drop_looping else "") + (f"-own{args.student_share:g}" if args.student_share else "")
             + ("-greedy" if args.student_greedy and not args.alpha_ul else "")
