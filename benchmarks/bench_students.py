@@ -64,6 +64,8 @@ def main():
                     "replies again every N steps from the student as it trains (0: once, before training)")
     ap.add_argument("--divergence", choices=DIVERGENCES, default="forward", help="--after only: "
                     "KL(teacher || student) or KL(student || teacher) (GKD's mode-seeking choice)")
+    ap.add_argument("--seed", type=int, help="--after only: the data order's and the student's replies' seed "
+                    "(default: 1 + the continuations before), to repeat an arm on other draws")
     ap.add_argument("--drop-looping", action="store_true",
                     help="leave the teacher-written conversations whose reply loops out of the training set")
     ap.add_argument("--dialogues", type=int, default=30, help="DailyDialog test dialogues to score")
@@ -76,8 +78,8 @@ def main():
                                                 "distil for --minutes more on its teacher set, instead of the grid")
     args = ap.parse_args()
     before = None
-    if (args.student_share or args.steps) and not args.after:
-        ap.error("--student-share and --steps go with --after (a continued student)")
+    if (args.student_share or args.steps or args.seed is not None) and not args.after:
+        ap.error("--student-share, --steps and --seed go with --after (a continued student)")
     if args.resample_every and not args.student_share:
         ap.error("--resample-every needs --student-share: it samples the student's replies again as it trains")
     if args.student_greedy and not args.student_share:

@@ -68,8 +68,8 @@ def cached_record(folder: Path) -> dict:
 
 def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
     """--after: the cached student in args.after (its record `before`) distilled for args.minutes more on the
-    same teacher-written set, the data in another order (seed 1, 2, ... for the first, second, ... continuation),
-    warm-up and cosine decay again. Cached as AFTER+Mmin."""
+    same teacher-written set, the data in another order (seed 1, 2, ... for the first, second, ... continuation;
+    --seed another, to repeat an arm), warm-up and cosine decay again. Cached as AFTER+Mmin."""
     from edgechat.core.sources import load_model
 
     key = f"{before['name']}/{before['data']}"
@@ -87,7 +87,7 @@ def continue_student(teacher, args, before: dict, evals) -> tuple[str, dict]:
         raise SystemExit(f"--after {args.after}: its teacher-written set ({before['teacher_data']['path']}) is "
                          "not the one made now")
     start = load_model(args.after / "distilled")
-    seed = 1 + args.after.name.count("+")
+    seed = args.seed if args.seed is not None else 1 + args.after.name.count("+")
     resample_for = None
     if args.student_share:
         from edgechat.app.distill_data import on_policy, resampler
@@ -135,7 +135,8 @@ def recipe_suffix(args) -> str:
             + ("-greedy" if args.student_greedy and not args.alpha_ul else "")
             + (f"-ul{args.alpha_ul:g}" if args.alpha_ul else "") + (f"-every{args.resample_every}" if args.resample_every
                                                                      else "")
-            + ("-reverse" if args.divergence == "reverse" else ""))
+            + ("-reverse" if args.divergence == "reverse" else "")
+            + (f"-seed{args.seed}" if args.seed is not None else ""))
 
 
 def make_student(name, data, teacher, imp, args, evals, committed: dict) -> dict:
