@@ -1,7 +1,6 @@
 """On-policy replies sampled again as the student trains (--resample-every): distill asks for new data at the
 first step and every N steps (and where it resumes), and each round's replies are the student's as it is then,
 on the conversations that round reads."""
-import pytest
 import torch
 
 from converters.distill import DistillConfig, distill
@@ -71,16 +70,16 @@ def test_round_subset_draws_other_conversations_for_other_steps(stories_data):
     assert whole.conversations == stories_data.conversations
 
 
-@pytest.mark.parametrize("greedy_by", [{"student_greedy": True}, {"alpha_ul": 1.0}, {}])
-def test_config_picks_greedy_or_sampled_student_replies(stories_model, stories_data, greedy_by):
+def test_config_picks_greedy_or_sampled_student_replies(stories_model, stories_data):
     """--student-greedy (or --alpha-ul, which needs the greedy loops) makes the student's share its greedy replies
     (with_student_replies' greedy ones, which test_teacher_data checks against Chat); by default they are sampled
     at T=1, so they differ."""
-    student = pruned_student(stories_model)
-    cfg = DistillConfig(teacher_data=8, student_share=1.0, reply_tokens=32, **greedy_by)
-    got = on_policy(stories_data, cfg, student, seed=0)
-    greedy = with_student_replies(stories_data, student, 1.0, seed=0, reply_tokens=32, greedy=True)
-    same = [a == b for a, b in zip(got.conversations, greedy.conversations)]
-    assert got.student_replies == len(same) == 8
-    assert all(same) if greedy_by else not all(same)
-    assert got.options.get("student_greedy", False) == bool(greedy_by)
+    student, data = pruned_student(stories_model), stories_data.subset(range(4))
+    greedy = with_student_replies(data, student, 1.0, seed=0, reply_tokens=32, greedy=True)
+    for greedy_by in ({"student_greedy": True}, {"alpha_ul": 1.0}, {}):
+        cfg = DistillConfig(teacher_data=8, student_share=1.0, reply_tokens=32, **greedy_by)
+        got = on_policy(data, cfg, student, seed=0)
+        same = [a == b for a, b in zip(got.conversations, greedy.conversations)]
+        assert got.student_replies == len(same) == 4
+        assert (all(same) if greedy_by else not all(same)), greedy_by
+        assert got.options.get("student_greedy", False) == bool(greedy_by)
