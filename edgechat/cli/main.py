@@ -232,15 +232,14 @@ def main(argv=None):
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.NoArgsIsHelpError as e:  # a bare group: its help, as click shows it
-        e.show()
-        sys.exit(e.exit_code)
-    except click.UsageError as e:  # a bad option or value: one line like every other error, not click's usage block
-        see = f"; see `{e.ctx.command_path} --help`" if e.ctx else ""
-        click.echo(f"edgechat: error: {e.format_message().rstrip('.')}{see}", err=True)
-        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        if isinstance(e, click.UsageError) and not isinstance(e, click.exceptions.NoArgsIsHelpError):
+            # a bad option or value: one line like every other error, not click's usage block (a bare group
+            # still shows its help)
+            see = f"; see `{e.ctx.command_path} --help`" if e.ctx else ""
+            click.echo(f"edgechat: error: {e.format_message().rstrip('.')}{see}", err=True)
+        else:
+            e.show()
         sys.exit(e.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)

@@ -128,9 +128,9 @@ def test_bad_option_is_one_line_naming_the_help(stories_dir, workdir, args, line
 
 
 def test_bare_edgechat_still_shows_its_help():
-    proc = run_cli()
-    assert proc.stdout.startswith("Usage: edgechat [OPTIONS] COMMAND [ARGS]...") or \
-        proc.stderr.startswith("Usage: edgechat [OPTIONS] COMMAND [ARGS]..."), (proc.stdout, proc.stderr)
+    proc = run_cli()  # click's way: the help on stderr, exit code 2
+    assert proc.returncode == 2 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("Usage: edgechat [OPTIONS] COMMAND [ARGS]...\n") and "Commands:" in proc.stderr
     assert "edgechat: error" not in proc.stderr
 
 
