@@ -80,12 +80,11 @@ def main():
     before = None
     if (args.student_share or args.steps or args.seed is not None) and not args.after:
         ap.error("--student-share, --steps and --seed go with --after (a continued student)")
-    if args.resample_every and not args.student_share:
-        ap.error("--resample-every needs --student-share: it samples the student's replies again as it trains")
-    if args.student_greedy and not args.student_share:
-        ap.error("--student-greedy needs --student-share: it picks how the student's replies are decoded")
-    if args.alpha_ul and not args.student_share:
-        ap.error("--alpha-ul needs --student-share: it pushes down the repeats in the student's own replies")
+    for flag, on, why in (("--resample-every", args.resample_every, "it samples the student's replies again as it trains"),
+                          ("--student-greedy", args.student_greedy, "it picks how the student's replies are decoded"),
+                          ("--alpha-ul", args.alpha_ul, "it pushes down the repeats in the student's own replies")):
+        if on and not args.student_share:
+            ap.error(f"{flag} needs --student-share: {why}")
     if args.after:
         try:
             before = cached_record(args.after)
