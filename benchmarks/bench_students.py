@@ -80,7 +80,8 @@ def main():
     before = None
     if (args.student_share or args.steps or args.seed is not None) and not args.after:
         ap.error("--student-share, --steps and --seed go with --after (a continued student)")
-    for flag, on, why in (("--resample-every", args.resample_every, "it samples the student's replies again as it trains"),
+    for flag, on, why in (("--resample-every", args.resample_every, "it samples the student's replies again as it "
+                                                                     "trains"),
                           ("--student-greedy", args.student_greedy, "it picks how the student's replies are decoded"),
                           ("--alpha-ul", args.alpha_ul, "it pushes down the repeats in the student's own replies")):
         if on and not args.student_share:
